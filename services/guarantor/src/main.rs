@@ -1,0 +1,114 @@
+//! `guarantor`: one binary that runs any part of the system (`ingress`, `ledger`, `scanner`, `sweeper`,
+//! `devnet`), all of them at once (`up`), or an operator command (`migrate`, `streams apply`, `apikey`).
+
+mod apikey;
+mod infra;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use guarantor_config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "guarantor",
+    version,
+    about = "Self-hosted escrow over USDT on TRON"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Everything in one process (ingress, ledger, scanner, sweeper and, unless a TRON node is
+    /// configured, the devnet); creates the database, applies migrations and streams, and prints
+    /// dev API keys on first start.
+    Up,
+    /// The HTTP ingress only.
+    Ingress,
+    /// The ledger consumer only.
+    Ledger,
+    /// The payment scanner only.
+    Scanner,
+    /// The sweeper only.
+    Sweeper,
+    /// The TRON devnet only.
+    Devnet,
+    /// Applies the database migrations.
+    Migrate,
+    /// JetStream stream definitions.
+    Streams {
+        #[command(subcommand)]
+        command: StreamsCommand,
+    },
+    /// Tenants' API keys.
+    Apikey {
+        #[command(subcommand)]
+        command: apikey::ApikeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StreamsCommand {
+    /// Creates missing streams and updates existing ones to the definitions in nats/streams.json.
+    Apply,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "stopped with an error");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Up => run::up(config).await,
+        Command::Ingress => run::single(config, run::Part::Ingress).await,
+        Command::Ledger => run::single(config, run::Part::Ledger).await,
+        Command::Scanner => run::single(config, run::Part::Scanner).await,
+        Command::Sweeper => run::single(config, run::Part::Sweeper).await,
+        Command::Devnet => run::single(config, run::Part::Devnet).await,
+        Command::Migrate => {
+            let pool = infra::postgres(&config, 2).await?;
+            guarantor_store::migrate(&pool).await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Streams {
+            command: StreamsCommand::Apply,
+        } => {
+            let nats = infra::nats(&config, "streams").await?;
+            let applied =
+                guarantor_messaging::apply_streams(&guarantor_messaging::jetstream(&nats)).await?;
+            eprintln!("streams applied: {}", applied.join(", "));
+            Ok(())
+        }
+        Command::Apikey { command } => apikey::run(&config, command).await,
+    }
+}

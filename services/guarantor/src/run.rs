@@ -1,0 +1,209 @@
+//! Running the services: one part per process (`guarantor ledger`, ...) or all of them in one
+//! (`guarantor up`). Every part stops on SIGTERM/Ctrl-C after finishing its in-flight work.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "`up` prints the dev API keys for the newcomer"
+)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use guarantor_config::{Config, ExposeSecret};
+use guarantor_domain::Role;
+use guarantor_ingress::{api_keys, AppState, Application};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::infra;
+
+/// The tenant `up` creates for local development.
+const DEV_TENANT: &str = "dev";
+const DEV_KEYS_FILE: &str = "dev-api-keys.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Ingress,
+    Ledger,
+    Scanner,
+    Sweeper,
+    Devnet,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Ingress => "ingress",
+            Part::Ledger => "ledger",
+            Part::Scanner => "scanner",
+            Part::Sweeper => "sweeper",
+            Part::Devnet => "devnet",
+        }
+    }
+}
+
+pub async fn single(config: Config, part: Part) -> anyhow::Result<()> {
+    let _telemetry =
+        guarantor_telemetry::init(part.name(), config.log_format, config.sentry_dsn.as_ref())?;
+    let shutdown = guarantor_telemetry::shutdown_token();
+    let config = Arc::new(config);
+    let infra = prepare(&config, part.name(), false).await?;
+    run_part(part, infra, config, shutdown).await
+}
+
+pub async fn up(config: Config) -> anyhow::Result<()> {
+    let _telemetry =
+        guarantor_telemetry::init("up", config.log_format, config.sentry_dsn.as_ref())?;
+    let shutdown = guarantor_telemetry::shutdown_token();
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create GUARANTOR_DATA_DIR {}",
+            config.data_dir.display()
+        )
+    })?;
+    let infra = prepare(&config, "up", true).await?;
+    announce_dev_keys(&infra.pool, &config.data_dir).await?;
+
+    let mut parts = vec![Part::Ingress, Part::Ledger, Part::Scanner, Part::Sweeper];
+    if config.tron.node_url.is_none() {
+        parts.push(Part::Devnet);
+    }
+    let mut tasks = JoinSet::new();
+    for part in parts {
+        let (infra, config, shutdown) = (infra.clone(), config.clone(), shutdown.clone());
+        tasks.spawn(async move { (part, run_part(part, infra, config, shutdown).await) });
+    }
+    // The first part to stop (normally because of the shutdown signal) stops the others.
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        shutdown.cancel();
+        let (part, outcome) = joined.context("a service task panicked")?;
+        if let Err(err) = outcome {
+            tracing::error!(
+                part = part.name(),
+                error = format!("{err:#}"),
+                "service failed"
+            );
+            result = Err(err.context(format!("{} failed", part.name())));
+        }
+    }
+    result
+}
+
+/// Postgres and NATS, connected, migrated and with their streams applied.
+#[derive(Clone, Debug)]
+struct Infra {
+    pool: guarantor_store::PgPool,
+    nats: guarantor_messaging::Client,
+}
+
+async fn prepare(config: &Config, service: &str, create_database: bool) -> anyhow::Result<Infra> {
+    let pool = if create_database {
+        infra::postgres_created(config, 16).await?
+    } else {
+        infra::postgres(config, 16).await?
+    };
+    guarantor_store::migrate(&pool).await?;
+    let nats = infra::nats(config, service).await?;
+    guarantor_messaging::apply_streams(&guarantor_messaging::jetstream(&nats)).await?;
+    tracing::info!(
+        service,
+        "connected to Postgres and NATS; migrations and streams applied"
+    );
+    Ok(Infra { pool, nats })
+}
+
+async fn run_part(
+    part: Part,
+    infra: Infra,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    match part {
+        Part::Ingress => {
+            let state = AppState {
+                pool: infra.pool,
+                nats: infra.nats,
+                config: config.clone(),
+                metrics: guarantor_ingress::metrics_handle(),
+            };
+            let app = Application::build(state, config.http_addr)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on GUARANTOR_HTTP_ADDR {}", config.http_addr)
+                })?;
+            tracing::info!(addr = %app.local_addr()?, "ingress listening");
+            app.run_until(async move { shutdown.cancelled().await })
+                .await?;
+        }
+        Part::Ledger => guarantor_ledger::run(shutdown).await,
+        Part::Scanner => guarantor_payment_scanner::run(shutdown).await,
+        Part::Sweeper => guarantor_sweeper::run(shutdown).await,
+        Part::Devnet => guarantor_tron_devnet::run(shutdown).await,
+    }
+    tracing::info!(part = part.name(), "stopped");
+    Ok(())
+}
+
+/// On the first start, creates the dev tenant with a platform, an arbiter and an admin key and prints
+/// them; later starts print them again from the data directory, where they are kept for this purpose
+/// only. Keys that no longer authenticate (a reset database) are replaced.
+async fn announce_dev_keys(pool: &guarantor_store::PgPool, data_dir: &Path) -> anyhow::Result<()> {
+    let path = data_dir.join(DEV_KEYS_FILE);
+    let roles = [Role::Platform, Role::Arbiter, Role::Admin];
+    let kept: Option<serde_json::Map<String, serde_json::Value>> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
+    let mut keys = serde_json::Map::new();
+    for role in roles {
+        let kept_key = kept
+            .as_ref()
+            .and_then(|kept| kept.get(role.as_str()))
+            .and_then(|key| key.as_str())
+            .map(str::to_owned);
+        let still_valid = match &kept_key {
+            Some(key) => api_keys::authenticate(pool, key)
+                .await?
+                .is_some_and(|p| p.role == role),
+            None => false,
+        };
+        let key = match kept_key {
+            Some(key) if still_valid => key,
+            _ => api_keys::create(pool, DEV_TENANT, role)
+                .await?
+                .key
+                .expose_secret()
+                .to_owned(),
+        };
+        keys.insert(role.as_str().to_owned(), key.into());
+    }
+    if kept.as_ref() != Some(&keys) {
+        write_private(&path, &serde_json::to_string_pretty(&keys)?)?;
+    }
+    println!("──────────────────────────────────────────────────────────────────────────");
+    println!(
+        " DEV ONLY — API keys of tenant '{DEV_TENANT}' (kept in {}):",
+        path.display()
+    );
+    for (role, key) in &keys {
+        println!("   {role:<9} {}", key.as_str().unwrap_or_default());
+    }
+    println!(" Never use these keys outside local development.");
+    println!("──────────────────────────────────────────────────────────────────────────");
+    Ok(())
+}
+
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(content.as_bytes())?;
+    Ok(())
+}

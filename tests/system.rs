@@ -1,0 +1,143 @@
+//! End-to-end tests of the whole system: the real `guarantor` binary, driven over HTTP and its
+//! command line like a newcomer and a client would.
+
+mod support;
+
+use std::process::Stdio;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::System;
+
+async fn get(system: &System, path: &str, key: Option<&str>) -> (StatusCode, Value) {
+    let mut request = system.http.get(format!("{}{path}", system.base));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    (
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn run(command: &mut tokio::process::Command) -> (bool, String, String) {
+    let output = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn up_serves_health_readiness_and_an_authenticated_api_then_stops_on_sigterm() {
+    let system = System::up().await;
+
+    let (health, _) = get(&system, "/healthz", None).await;
+    let (ready, _) = get(&system, "/readyz", None).await;
+    let (anonymous, error) = get(&system, "/api/v1/payment/gateways", None).await;
+    let (authenticated, gateways) = get(
+        &system,
+        "/api/v1/payment/gateways",
+        Some(&system.dev_key("platform")),
+    )
+    .await;
+    let (wrong_role, _) = get(
+        &system,
+        "/api/v1/payment/gateways",
+        Some(&system.dev_key("arbiter")),
+    )
+    .await;
+
+    assert_eq!(health, StatusCode::OK);
+    assert_eq!(ready, StatusCode::OK);
+    assert_eq!(anonymous, StatusCode::UNAUTHORIZED);
+    assert_eq!(error["error"]["code"], "unauthorized");
+    assert_eq!(authenticated, StatusCode::OK);
+    assert_eq!(gateways[0]["name"], "USDT TRC-20");
+    assert_eq!(wrong_role, StatusCode::FORBIDDEN);
+    assert!(
+        system.terminate().await.success(),
+        "a graceful shutdown exits 0"
+    );
+}
+
+#[tokio::test]
+async fn an_api_key_created_on_the_command_line_works_until_it_is_revoked() {
+    let system = System::up().await;
+
+    let (created, stdout, stderr) = run(system.command().args([
+        "apikey", "create", "--tenant", "acme", "--role", "platform", "--json",
+    ]))
+    .await;
+    assert!(created, "{stderr}");
+    let created: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert_eq!(created["tenant"], "acme");
+    assert_eq!(created["role"], "platform");
+    assert_eq!(
+        get(&system, "/api/v1/payment/gateways", Some(&key)).await.0,
+        StatusCode::OK
+    );
+
+    let (listed, list, _) = run(system
+        .command()
+        .args(["apikey", "list", "--tenant", "acme", "--json"]))
+    .await;
+    assert!(listed);
+    assert!(list.contains(created["id"].as_str().unwrap()));
+    assert!(!list.contains(&key), "list never shows keys");
+
+    let (revoked, _, stderr) =
+        run(system
+            .command()
+            .args(["apikey", "revoke", created["id"].as_str().unwrap()]))
+        .await;
+    assert!(revoked, "{stderr}");
+    assert_eq!(
+        get(&system, "/api/v1/payment/gateways", Some(&key)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_bad_variable_stops_the_binary_with_the_variable_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = support::command(
+        "postgres://postgres@127.0.0.1:1/none",
+        "nats://127.0.0.1:1",
+        dir.path(),
+    );
+    command
+        .env("GUARANTOR_SCAN_INTERVAL_SECS", "0")
+        .arg("migrate");
+
+    let output = command.stderr(Stdio::piped()).output().await.unwrap();
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("GUARANTOR_SCAN_INTERVAL_SECS"));
+}
+
+#[tokio::test]
+async fn up_says_how_to_start_postgres_when_it_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = guarantor_testkit::free_port();
+    let mut command = support::command(
+        &format!("postgres://postgres@127.0.0.1:{port}/none"),
+        "nats://127.0.0.1:1",
+        dir.path(),
+    );
+    command.arg("up");
+
+    let (ok, _, stderr) = run(&mut command).await;
+
+    assert!(!ok);
+    assert!(stderr.contains("Postgres is not reachable"), "{stderr}");
+    assert!(stderr.contains("GUARANTOR_DATABASE_URL"), "{stderr}");
+}
