@@ -1,11 +1,18 @@
 //! Runs the real `guarantor` binary against a Postgres database and a nats-server of the test's own.
 
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the support module"
+)]
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use guarantor_config::ExposeSecret;
 use guarantor_testkit::{free_port, TestDb, TestNats};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_guarantor");
@@ -109,5 +116,217 @@ impl System {
             .await
             .expect("guarantor stops within 40 s of SIGTERM")
             .unwrap()
+    }
+}
+
+/// A response as the tests look at it.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    /// The raw body text (empty for `deny`).
+    pub text: String,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// Asserts the documented error shape and returns the code.
+    pub fn error_code(&self) -> &str {
+        let error = &self.body["error"];
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "not the error shape: {}",
+            self.text
+        );
+        assert!(
+            error["details"].is_object(),
+            "not the error shape: {}",
+            self.text
+        );
+        self.code()
+    }
+}
+
+/// A request builder over the system's HTTP API.
+pub struct Call<'a> {
+    system: &'a System,
+    method: Method,
+    path: String,
+    key: Option<String>,
+    acting_user: Option<i64>,
+    idempotency_key: Option<String>,
+    body: Option<Value>,
+}
+
+impl Call<'_> {
+    pub fn key(mut self, key: &str) -> Self {
+        self.key = Some(key.to_owned());
+        self
+    }
+    pub fn anonymous(mut self) -> Self {
+        self.key = None;
+        self
+    }
+    pub fn acting(mut self, user: i64) -> Self {
+        self.acting_user = Some(user);
+        self
+    }
+    pub fn idempotency(mut self, key: &str) -> Self {
+        self.idempotency_key = Some(key.to_owned());
+        self
+    }
+    pub fn json(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+    pub async fn send(self) -> Answer {
+        let mut request = self
+            .system
+            .http
+            .request(self.method, format!("{}{}", self.system.base, self.path));
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(user) = self.acting_user {
+            request = request.header("Acting-User", user.to_string());
+        }
+        if let Some(key) = &self.idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = &self.body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, body, text }
+    }
+}
+
+impl System {
+    /// A call with the dev platform key.
+    pub fn call(&self, method: Method, path: &str) -> Call<'_> {
+        Call {
+            system: self,
+            method,
+            path: path.to_owned(),
+            key: Some(self.dev_key("platform")),
+            acting_user: None,
+            idempotency_key: None,
+            body: None,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Call<'_> {
+        self.call(Method::GET, path)
+    }
+
+    pub fn post(&self, path: &str) -> Call<'_> {
+        self.call(Method::POST, path)
+    }
+
+    /// Upserts a user and returns its id.
+    pub async fn user(&self, external_id: &str) -> i64 {
+        let answer = self
+            .post("/api/v1/user/")
+            .json(json!({ "external_id": external_id, "name": external_id }))
+            .send()
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        answer.body["id"].as_i64().unwrap()
+    }
+
+    /// Creates a deal and returns its id.
+    pub async fn deal(&self, customer: i64, performer: i64, amount: &str) -> i64 {
+        let answer = self
+            .post("/api/v1/deal/")
+            .json(json!({ "title": "a deal", "amount": amount, "customer_id": customer, "performer_id": performer }))
+            .send()
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        answer.body["deal_id"].as_i64().unwrap()
+    }
+
+    /// Credits (or debits, when negative) a user's available balance with an admin adjustment.
+    pub async fn adjust(&self, user: i64, amount: &str) -> Answer {
+        self.post("/api/v1/admin/adjustments")
+            .key(&self.dev_key("admin"))
+            .json(json!({ "user_id": user, "currency": "USDT", "amount": amount, "reason": "test funding" }))
+            .send()
+            .await
+    }
+
+    /// (available, held) of a user in USDT.
+    pub async fn balance(&self, user: i64) -> (String, String) {
+        let answer = self
+            .get(&format!("/api/v1/user/{user}/balance"))
+            .send()
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        let row = &answer.body[0];
+        (
+            row["balance"].as_str().unwrap().to_owned(),
+            row["held"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn deal_status(&self, deal: i64) -> String {
+        let answer = self.get(&format!("/api/v1/deal/{deal}")).send().await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        answer.body["status"].as_str().unwrap().to_owned()
+    }
+
+    /// A deal action as the given party (GET, as the original brief's clients do).
+    pub async fn act(&self, deal: i64, action: &str, acting_user: i64) -> Answer {
+        self.get(&format!("/api/v1/deal/{deal}/{action}"))
+            .acting(acting_user)
+            .send()
+            .await
+    }
+
+    /// An arbiter's decision.
+    pub async fn arbitrate(&self, deal: i64, decision: &str) -> Answer {
+        self.post(&format!("/api/v1/deal/{deal}/dispute/{decision}"))
+            .key(&self.dev_key("arbiter"))
+            .send()
+            .await
+    }
+
+    pub async fn open_dispute(&self, deal: i64, acting_user: i64) -> Answer {
+        self.post(&format!("/api/v1/deal/{deal}/dispute/"))
+            .acting(acting_user)
+            .json(json!({ "title": "not delivered", "description": "nothing arrived" }))
+            .send()
+            .await
+    }
+
+    /// The ledger's invariants 1–4, checked from the database.
+    pub async fn assert_invariants(&self) {
+        let violations = guarantor_ledger::reconcile::check(&self.db.pool)
+            .await
+            .unwrap();
+        assert!(violations.is_empty(), "invariants violated: {violations:?}");
+    }
+
+    /// A snapshot of everything the ledger owns, to prove that something changed nothing.
+    pub async fn snapshot(&self) -> Value {
+        let snapshot: Value = sqlx::query_scalar(
+            "SELECT json_build_object(
+                'accounts', (SELECT json_agg(a ORDER BY a.id) FROM accounts a),
+                'transfers', (SELECT count(*) FROM transfers),
+                'deals', (SELECT json_agg(json_build_object('id', d.id, 'status', d.status, 'updated_at', d.updated_at) ORDER BY d.id) FROM deals d),
+                'users', (SELECT json_agg(u ORDER BY u.id) FROM users u),
+                'disputes', (SELECT json_agg(s ORDER BY s.deal_id) FROM disputes s),
+                'commands', (SELECT count(*) FROM commands),
+                'outbox', (SELECT count(*) FROM outbox))",
+        )
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap();
+        snapshot
     }
 }

@@ -123,12 +123,7 @@ async fn run_part(
 ) -> anyhow::Result<()> {
     match part {
         Part::Ingress => {
-            let state = AppState {
-                pool: infra.pool,
-                nats: infra.nats,
-                config: config.clone(),
-                metrics: guarantor_ingress::metrics_handle(),
-            };
+            let state = AppState::new(infra.pool, infra.nats, config.clone()).await?;
             let app = Application::build(state, config.http_addr)
                 .await
                 .with_context(|| {
@@ -138,7 +133,15 @@ async fn run_part(
             app.run_until(async move { shutdown.cancelled().await })
                 .await?;
         }
-        Part::Ledger => guarantor_ledger::run(shutdown).await,
+        Part::Ledger => {
+            guarantor_ledger::run(
+                infra.pool,
+                infra.nats,
+                guarantor_ledger::ConsumerSettings::default(),
+                shutdown,
+            )
+            .await?
+        }
         Part::Scanner => guarantor_payment_scanner::run(shutdown).await,
         Part::Sweeper => guarantor_sweeper::run(shutdown).await,
         Part::Devnet => guarantor_tron_devnet::run(shutdown).await,

@@ -3,7 +3,10 @@
 
 pub mod api_keys;
 mod auth;
+pub mod bus;
+mod dispatch;
 pub mod error;
+mod extract;
 mod observability;
 pub mod routes;
 
@@ -35,8 +38,27 @@ pub use observability::metrics_handle;
 pub struct AppState {
     pub pool: PgPool,
     pub nats: async_nats::Client,
+    pub bus: bus::CommandBus,
     pub config: Arc<Config>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl AppState {
+    /// Connects the command bus (its reply subscription) and gathers what handlers need.
+    pub async fn new(
+        pool: PgPool,
+        nats: async_nats::Client,
+        config: Arc<Config>,
+    ) -> Result<Self, bus::BusError> {
+        let bus = bus::CommandBus::start(nats.clone(), config.command_timeout()).await?;
+        Ok(Self {
+            pool,
+            nats,
+            bus,
+            config,
+            metrics: metrics_handle(),
+        })
+    }
 }
 
 #[derive(OpenApi)]
@@ -48,8 +70,12 @@ pub struct AppState {
     modifiers(&BearerAuth),
     components(schemas(error::ErrorBody)),
     tags(
-        (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "users", description = "The platform's users and their balances"),
+        (name = "deals", description = "Deals and their state machine"),
+        (name = "commands", description = "Results of commands answered 202"),
+        (name = "admin", description = "Operator actions"),
         (name = "payments", description = "Payment gateways and deposits"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]
 struct ApiDoc;
@@ -69,9 +95,24 @@ impl Modify for BearerAuth {
 /// The router and the OpenAPI document, built from the same route declarations.
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let api = OpenApiRouter::new()
+        .routes(routes!(routes::users::upsert))
+        .routes(routes!(routes::users::get))
+        .routes(routes!(routes::users::balance))
+        .routes(routes!(routes::deals::create, routes::deals::list))
+        .routes(routes!(routes::deals::get))
+        .routes(routes!(routes::deals::deny))
+        .routes(routes!(routes::deals::confirm))
+        .routes(routes!(routes::deals::cancel))
+        .routes(routes!(routes::deals::close))
+        .routes(routes!(routes::deals::dispute))
+        .routes(routes!(routes::deals::close_performer))
+        .routes(routes!(routes::deals::close_preformer))
+        .routes(routes!(routes::deals::close_customer))
+        .routes(routes!(routes::commands::get))
+        .routes(routes!(routes::admin::adjust))
         .routes(routes!(routes::gateways::list))
         .layer(from_fn_with_state(state.clone(), auth::authenticate));
-    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::health::healthz))
         .routes(routes!(routes::health::readyz))
         .routes(routes!(routes::health::metrics))
@@ -79,6 +120,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .nest("/api/v1", api)
         .with_state(state)
         .split_for_parts();
+    routes::deals::document_state_machine(&mut doc);
     let router = router
         .layer(Extension(Arc::new(doc.clone())))
         .fallback(route_not_found)

@@ -26,12 +26,10 @@ impl TestApp {
         let client = guarantor_messaging::connect(&nats.url(), "ingress-test")
             .await
             .unwrap();
-        let state = AppState {
-            pool: db.pool.clone(),
-            nats: client,
-            config: Arc::new(Config::from_vars(&HashMap::new()).unwrap()),
-            metrics: guarantor_ingress::metrics_handle(),
-        };
+        let config = Arc::new(Config::from_vars(&HashMap::new()).unwrap());
+        let state = AppState::new(db.pool.clone(), client, config)
+            .await
+            .unwrap();
         let app = Application::build(state, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap();

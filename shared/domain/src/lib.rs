@@ -1,10 +1,14 @@
 //! Domain types shared by every service. Values are parsed at the edge into these types; inside the
 //! system no raw `i64`, `String` or `Decimal` travels where one of them fits.
 
+pub mod command;
+pub mod deal;
 mod ids;
 mod money;
 mod role;
 
+pub use command::{Command, CommandEnvelope, CommandReply, DisputeOpening, NewDeal};
+pub use deal::{Actor, DealAction, DealStatus};
 pub use ids::{ApiKeyId, CommandId, DealId, IdError, PaymentId, TenantId, UserId};
 pub use money::{format_wire, Amount, AmountError, Currency, CurrencyError, RawAmount};
 pub use role::{Role, RoleError};

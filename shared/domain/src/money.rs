@@ -8,9 +8,13 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A currency the service holds. Conversions to chain base units happen at the chain boundary only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema, sqlx::Type,
+)]
+#[sqlx(type_name = "text")]
 pub enum Currency {
     #[schema(rename = "USDT")]
+    #[sqlx(rename = "USDT")]
     Usdt,
 }
 

@@ -1,6 +1,8 @@
 //! Postgres access shared by the services. The migrations in `migrations/` are embedded in the binary,
 //! so `guarantor migrate` and every service at start apply exactly the schema they were built with.
 
+pub mod views;
+
 use std::str::FromStr;
 use std::time::Duration;
 

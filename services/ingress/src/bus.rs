@@ -1,0 +1,136 @@
+//! The command bus: publishes a command to `GUARANTOR_CMD` (durable once JetStream acks it) and waits
+//! for the ledger's reply on this process's own reply subject.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use guarantor_domain::command::REPLY_TO_HEADER;
+use guarantor_domain::{CommandEnvelope, CommandId, CommandReply};
+use guarantor_messaging::{Client, JetStream};
+use tokio::sync::oneshot;
+
+type Waiters = Arc<Mutex<HashMap<CommandId, oneshot::Sender<CommandReply>>>>;
+
+/// How a submission ended.
+#[derive(Debug)]
+pub enum Submitted {
+    /// The ledger applied the command and replied in time.
+    Done(CommandReply),
+    /// Stored in JetStream; the ledger has not replied yet.
+    Pending,
+    /// JetStream already held a command with this id (a retry): its reply went to the first sender.
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the command could not be stored: {0}")]
+pub struct BusError(String);
+
+#[derive(Clone, Debug)]
+pub struct CommandBus {
+    nats: Client,
+    js: JetStream,
+    reply_subject: String,
+    waiters: Waiters,
+    timeout: Duration,
+}
+
+impl CommandBus {
+    /// Subscribes to this process's reply subject and returns the bus.
+    pub async fn start(nats: Client, timeout: Duration) -> Result<Self, BusError> {
+        let reply_subject = format!("guarantor.reply.{}", uuid::Uuid::new_v4().simple());
+        let mut replies = nats
+            .subscribe(reply_subject.clone())
+            .await
+            .map_err(|err| BusError(err.to_string()))?;
+        let waiters: Waiters = Arc::default();
+        let routed = waiters.clone();
+        tokio::spawn(async move {
+            while let Some(message) = replies.next().await {
+                let Ok(reply) = serde_json::from_slice::<CommandReply>(&message.payload) else {
+                    tracing::warn!("malformed reply ignored");
+                    continue;
+                };
+                let waiter = routed
+                    .lock()
+                    .ok()
+                    .and_then(|mut waiters| waiters.remove(&reply.command_id));
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(reply);
+                }
+            }
+        });
+        Ok(Self {
+            js: guarantor_messaging::jetstream(&nats),
+            nats,
+            reply_subject,
+            waiters,
+            timeout,
+        })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Publishes `envelope` and waits (up to the timeout) for the ledger's reply.
+    pub async fn submit(
+        &self,
+        envelope: &CommandEnvelope,
+        request_id: Option<&str>,
+    ) -> Result<Submitted, BusError> {
+        let (sender, receiver) = oneshot::channel();
+        self.register(envelope.id, Some(sender));
+        let outcome = self.publish_and_wait(envelope, request_id, receiver).await;
+        self.register(envelope.id, None);
+        outcome
+    }
+
+    fn register(&self, id: CommandId, sender: Option<oneshot::Sender<CommandReply>>) {
+        if let Ok(mut waiters) = self.waiters.lock() {
+            match sender {
+                Some(sender) => waiters.insert(id, sender),
+                None => waiters.remove(&id),
+            };
+        }
+    }
+
+    async fn publish_and_wait(
+        &self,
+        envelope: &CommandEnvelope,
+        request_id: Option<&str>,
+        receiver: oneshot::Receiver<CommandReply>,
+    ) -> Result<Submitted, BusError> {
+        let payload = serde_json::to_vec(envelope).map_err(|err| BusError(err.to_string()))?;
+        let mut headers = guarantor_messaging::headers(&envelope.id.to_string(), request_id);
+        headers.insert(REPLY_TO_HEADER, self.reply_subject.as_str());
+        let stored = tokio::time::timeout(self.timeout, async {
+            self.js
+                .publish_with_headers(envelope.subject(), headers, Bytes::from(payload))
+                .await
+                .map_err(|err| BusError(err.to_string()))?
+                .await
+                .map_err(|err| BusError(err.to_string()))
+        })
+        .await
+        .map_err(|_| BusError("JetStream did not acknowledge in time".to_owned()))??;
+        if stored.duplicate {
+            return Ok(Submitted::Duplicate);
+        }
+        match tokio::time::timeout(self.timeout, receiver).await {
+            Ok(Ok(reply)) => Ok(Submitted::Done(reply)),
+            Ok(Err(_)) | Err(_) => Ok(Submitted::Pending),
+        }
+    }
+
+    /// Whether NATS answers a round trip now.
+    pub async fn ping(&self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await,
+            Ok(Ok(()))
+        )
+    }
+}

@@ -1,0 +1,92 @@
+//! The outbox relay: publishes committed events to `GUARANTOR_EVT` in outbox order, with
+//! `Nats-Msg-Id` = event id, then marks them sent. One relay publishes at a time (a Postgres advisory
+//! lock), which keeps each aggregate's events in commit order even with several ledger replicas. A
+//! crash between publishing and marking re-publishes the same ids, which JetStream drops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use guarantor_messaging::JetStream;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Advisory lock key of the relay ("outbox" in ASCII).
+const RELAY_LOCK: i64 = 0x6f7574626f78;
+const BATCH_MAX: i64 = 512;
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// Publishes outbox rows until `shutdown`; `wake` is notified after each ledger commit so that events
+/// leave without waiting for the next poll.
+pub async fn relay(pool: PgPool, js: JetStream, wake: Arc<Notify>, shutdown: CancellationToken) {
+    let mut failures: u32 = 0;
+    while !shutdown.is_cancelled() {
+        match publish_pending(&pool, &js).await {
+            Ok(published) => {
+                failures = 0;
+                if published < BATCH_MAX as usize {
+                    tokio::select! {
+                        () = wake.notified() => {},
+                        () = tokio::time::sleep(IDLE_POLL) => {},
+                        () = shutdown.cancelled() => {},
+                    }
+                }
+            }
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    ?backoff,
+                    "outbox relay failed; retrying"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {},
+                    () = shutdown.cancelled() => {},
+                }
+            }
+        }
+    }
+}
+
+/// One round: publishes up to `BATCH_MAX` pending events; returns how many.
+pub async fn publish_pending(pool: &PgPool, js: &JetStream) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(RELAY_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !leader {
+        return Ok(0);
+    }
+    let rows: Vec<(i64, uuid::Uuid, String, serde_json::Value)> = sqlx::query_as(
+        "SELECT id, event_id, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+    )
+    .bind(BATCH_MAX)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    // Publish in order without waiting for each ack, then wait for all of them.
+    let mut acks = Vec::with_capacity(rows.len());
+    for (_, event_id, subject, payload) in &rows {
+        let headers = guarantor_messaging::headers(&event_id.to_string(), None);
+        let body = Bytes::from(serde_json::to_vec(payload)?);
+        acks.push(
+            js.publish_with_headers(subject.clone(), headers, body)
+                .await?,
+        );
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
+    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(rows.len())
+}

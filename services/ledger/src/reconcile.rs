@@ -1,0 +1,92 @@
+//! Reconciliation: checks the ledger's invariants 1–4 from the data alone. Run by `guarantor
+//! reconcile` and by the tests after every scenario.
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// One broken invariant, described for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub invariant: u8,
+    pub detail: String,
+}
+
+/// Every violation found; empty when the books are consistent.
+pub async fn check(pool: &PgPool) -> sqlx::Result<Vec<Violation>> {
+    let mut violations = Vec::new();
+    let mut found = |invariant: u8, rows: Vec<String>| {
+        violations.extend(
+            rows.into_iter()
+                .map(|detail| Violation { invariant, detail }),
+        );
+    };
+
+    // 1. Per currency, the balances of all accounts add up to zero.
+    found(
+        1,
+        sqlx::query_scalar(
+            "SELECT format('currency %s: accounts sum to %s', currency, sum(balance))
+             FROM accounts GROUP BY currency HAVING sum(balance) <> 0",
+        )
+        .fetch_all(pool)
+        .await?,
+    );
+    // Every account's balance is the sum of its transfers (so the running balances can be trusted).
+    found(
+        1,
+        sqlx::query_scalar(
+            "SELECT format('account %s: balance %s but transfers sum to %s', a.id, a.balance, COALESCE(t.net, 0))
+             FROM accounts a
+             LEFT JOIN (SELECT account, sum(delta) AS net FROM (
+                          SELECT credit_account_id AS account, amount AS delta FROM transfers
+                          UNION ALL SELECT debit_account_id, -amount FROM transfers) moves
+                        GROUP BY account) t ON t.account = a.id
+             WHERE a.balance <> COALESCE(t.net, 0)",
+        )
+        .fetch_all(pool)
+        .await?,
+    );
+    // 2. No user's available balance (and no escrow) is negative.
+    found(
+        2,
+        sqlx::query_scalar(
+            "SELECT format('account %s (%s) is negative: %s', id, kind, balance)
+             FROM accounts WHERE kind IN ('user_available', 'deal_escrow') AND balance < 0",
+        )
+        .fetch_all(pool)
+        .await?,
+    );
+    // 3. A deal's escrow holds its amount while funded, and nothing otherwise.
+    found(
+        3,
+        sqlx::query_scalar(
+            "SELECT format('deal %s in status %s: escrow holds %s of %s', d.id, d.status, COALESCE(e.balance, 0), d.amount)
+             FROM deals d LEFT JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
+             WHERE COALESCE(e.balance, 0) <> CASE WHEN d.status IN ('confirm_performer', 'confirmed', 'dispute')
+                                                  THEN d.amount ELSE 0 END",
+        )
+        .fetch_all(pool)
+        .await?,
+    );
+    // 4. A command's effect exists at most once: no command moved money more than its rules allow.
+    found(
+        4,
+        sqlx::query_scalar(
+            "SELECT format('deal %s: %s %s transfers', deal_id, count(*), kind)
+             FROM transfers WHERE deal_id IS NOT NULL
+             GROUP BY deal_id, kind HAVING count(*) > 1",
+        )
+        .fetch_all(pool)
+        .await?,
+    );
+    found(
+        4,
+        sqlx::query_scalar(
+            "SELECT format('command %s: %s adjustment transfers', command_id, count(*))
+             FROM transfers WHERE kind = 'adjustment' GROUP BY command_id HAVING count(*) > 1",
+        )
+        .fetch_all(pool)
+        .await?,
+    );
+    Ok(violations)
+}

@@ -1,0 +1,135 @@
+//! Commands: what the ingress asks the ledger to do, as they travel on the `GUARANTOR_CMD` stream, and
+//! the replies the ledger sends back (and keeps, for retries and `GET /commands/{id}`).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::{CommandId, Currency, DealAction, DealId, Role, TenantId, UserId};
+
+/// The subject prefix of every command; the stream `GUARANTOR_CMD` holds `guarantor.cmd.>`.
+pub const COMMAND_SUBJECT_PREFIX: &str = "guarantor.cmd";
+
+/// The header naming the core NATS subject the issuing ingress listens on for the reply.
+pub const REPLY_TO_HEADER: &str = "Guarantor-Reply-To";
+
+/// A command with who issued it. Its id is the `Nats-Msg-Id` and the ledger's inbox key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandEnvelope {
+    pub id: CommandId,
+    pub tenant_id: TenantId,
+    pub role: Role,
+    /// SHA-256 (hex) of the route and the canonical request body: an Idempotency-Key reused with
+    /// another route or body is refused.
+    pub fingerprint: String,
+    pub issued_at: DateTime<Utc>,
+    pub command: Command,
+}
+
+impl CommandEnvelope {
+    pub fn subject(&self) -> String {
+        format!("{COMMAND_SUBJECT_PREFIX}.{}", self.command.kind())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    UpsertUser {
+        external_id: String,
+        name: String,
+    },
+    CreateDeal(NewDeal),
+    ActOnDeal {
+        deal_id: DealId,
+        action: DealAction,
+        /// The party named by `Acting-User`; absent for an arbiter's decision.
+        acting_user: Option<UserId>,
+        /// Title and description of the dispute, for `dispute` only.
+        dispute: Option<DisputeOpening>,
+    },
+    AdjustBalance {
+        user_id: UserId,
+        currency: Currency,
+        /// Signed: a credit is positive, a debit negative.
+        #[serde(with = "rust_decimal::serde::str")]
+        amount: Decimal,
+        reason: String,
+    },
+}
+
+impl Command {
+    /// The last part of the command's subject.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::UpsertUser { .. } => "user.upsert",
+            Command::CreateDeal(_) => "deal.create",
+            Command::ActOnDeal { .. } => "deal.act",
+            Command::AdjustBalance { .. } => "balance.adjust",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDeal {
+    pub title: String,
+    pub description: String,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub customer_id: UserId,
+    pub performer_id: UserId,
+    pub deadline_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputeOpening {
+    pub title: String,
+    pub description: String,
+}
+
+/// The outcome of a command as the client sees it: an HTTP status and a body (none for `deny`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandReply {
+    pub command_id: CommandId,
+    pub http_status: u16,
+    pub body: Option<Value>,
+}
+
+/// The documented error body, shared by the ingress and the ledger.
+pub fn error_body(code: &str, message: &str, details: Value) -> Value {
+    json!({ "error": { "code": code, "message": message, "details": details } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_survives_the_wire_unchanged() {
+        let envelope = CommandEnvelope {
+            id: CommandId::generate(),
+            tenant_id: TenantId::new(1).unwrap(),
+            role: Role::Admin,
+            fingerprint: "ab".repeat(32),
+            issued_at: Utc::now(),
+            command: Command::AdjustBalance {
+                user_id: UserId::new(3).unwrap(),
+                currency: Currency::Usdt,
+                amount: Decimal::new(-1_500_000, 6),
+                reason: "correction".into(),
+            },
+        };
+        let wire = serde_json::to_string(&envelope).unwrap();
+        assert!(
+            wire.contains("\"-1.500000\""),
+            "amounts travel as strings: {wire}"
+        );
+        assert_eq!(
+            serde_json::from_str::<CommandEnvelope>(&wire).unwrap(),
+            envelope
+        );
+        assert_eq!(envelope.subject(), "guarantor.cmd.balance.adjust");
+    }
+}

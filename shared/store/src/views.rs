@@ -1,0 +1,211 @@
+//! Read models: users, deals and balances as the API shows them. The ledger answers commands with them
+//! and the ingress serves reads with them, so a write's reply and a later read look the same.
+
+use chrono::{DateTime, Utc};
+use guarantor_domain::{format_wire, Currency, DealId, DealStatus, TenantId, UserId};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::PgExecutor;
+
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct UserView {
+    #[schema(value_type = i64, example = 1)]
+    pub id: UserId,
+    /// The platform's own id of the user (a string, even when it was sent as a number).
+    pub external_id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DisputeView {
+    #[schema(value_type = i64)]
+    pub opened_by: UserId,
+    pub title: String,
+    pub description: String,
+    pub opened_at: DateTime<Utc>,
+    /// `customer` or `performer` once an arbiter decided.
+    pub resolution: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DealView {
+    #[schema(value_type = i64, example = 42)]
+    pub deal_id: DealId,
+    pub title: String,
+    pub description: String,
+    /// Decimal string with the currency's scale.
+    #[schema(example = "12.500000")]
+    pub amount: String,
+    pub currency: Currency,
+    #[schema(value_type = i64)]
+    pub customer_id: UserId,
+    #[schema(value_type = i64)]
+    pub performer_id: UserId,
+    pub status: DealStatus,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub funded_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub dispute: Option<DisputeView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct BalanceView {
+    pub currency: Currency,
+    /// Available: what the user can spend on new deals.
+    #[schema(example = "0.000000")]
+    pub balance: String,
+    /// In escrow, in funded deals where the user is the customer.
+    #[schema(example = "0.000000")]
+    pub held: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct DealRow {
+    id: DealId,
+    title: String,
+    description: String,
+    amount: Decimal,
+    currency: Currency,
+    customer_id: UserId,
+    performer_id: UserId,
+    status: DealStatus,
+    deadline_at: Option<DateTime<Utc>>,
+    funded_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    opened_by: Option<UserId>,
+    dispute_title: Option<String>,
+    dispute_description: Option<String>,
+    opened_at: Option<DateTime<Utc>>,
+    resolution: Option<String>,
+    resolved_at: Option<DateTime<Utc>>,
+}
+
+impl From<DealRow> for DealView {
+    fn from(row: DealRow) -> Self {
+        let dispute = match (row.opened_by, row.dispute_title, row.opened_at) {
+            (Some(opened_by), Some(title), Some(opened_at)) => Some(DisputeView {
+                opened_by,
+                title,
+                description: row.dispute_description.unwrap_or_default(),
+                opened_at,
+                resolution: row.resolution,
+                resolved_at: row.resolved_at,
+            }),
+            _ => None,
+        };
+        DealView {
+            deal_id: row.id,
+            title: row.title,
+            description: row.description,
+            amount: format_wire(row.amount, row.currency),
+            currency: row.currency,
+            customer_id: row.customer_id,
+            performer_id: row.performer_id,
+            status: row.status,
+            deadline_at: row.deadline_at,
+            funded_at: row.funded_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            dispute,
+        }
+    }
+}
+
+const DEAL_SELECT: &str =
+    "SELECT d.id, d.title, d.description, d.amount, d.currency, d.customer_id, d.performer_id,
+        d.status, d.deadline_at, d.funded_at, d.created_at, d.updated_at,
+        s.opened_by, s.title AS dispute_title, s.description AS dispute_description, s.opened_at,
+        s.resolution, s.resolved_at
+     FROM deals d LEFT JOIN disputes s ON s.deal_id = d.id";
+
+pub async fn user(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    id: UserId,
+) -> sqlx::Result<Option<UserView>> {
+    sqlx::query_as(
+        "SELECT id, external_id, name, created_at, updated_at FROM users WHERE id = $1 AND tenant_id = $2",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn deal(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    id: DealId,
+) -> sqlx::Result<Option<DealView>> {
+    let row: Option<DealRow> = sqlx::query_as(&format!(
+        "{DEAL_SELECT} WHERE d.id = $1 AND d.tenant_id = $2"
+    ))
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(DealView::from))
+}
+
+/// Which deals a list shows: newest first, strictly older than `before` when paging.
+#[derive(Debug, Clone, Copy)]
+pub struct DealFilter {
+    pub status: Option<DealStatus>,
+    /// Deals where this user is the customer or the performer.
+    pub user_id: Option<UserId>,
+    pub before: Option<DealId>,
+    pub limit: i64,
+}
+
+pub async fn deals(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    filter: DealFilter,
+) -> sqlx::Result<Vec<DealView>> {
+    let rows: Vec<DealRow> = sqlx::query_as(&format!(
+        "{DEAL_SELECT}
+         WHERE d.tenant_id = $1
+           AND ($2::text IS NULL OR d.status = $2)
+           AND ($3::bigint IS NULL OR d.customer_id = $3 OR d.performer_id = $3)
+           AND ($4::bigint IS NULL OR d.id < $4)
+         ORDER BY d.id DESC
+         LIMIT $5"
+    ))
+    .bind(tenant)
+    .bind(filter.status)
+    .bind(filter.user_id)
+    .bind(filter.before)
+    .bind(filter.limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(DealView::from).collect())
+}
+
+/// One row per supported currency, zero where the user has no account yet.
+pub async fn balances(db: impl PgExecutor<'_>, user: UserId) -> sqlx::Result<Vec<BalanceView>> {
+    let rows: Vec<(Currency, Decimal, Decimal)> = sqlx::query_as(
+        "SELECT c.currency,
+                COALESCE((SELECT a.balance FROM accounts a
+                          WHERE a.kind = 'user_available' AND a.user_id = $1 AND a.currency = c.currency), 0),
+                COALESCE((SELECT sum(e.balance) FROM accounts e JOIN deals d ON d.id = e.deal_id
+                          WHERE e.kind = 'deal_escrow' AND d.customer_id = $1 AND e.currency = c.currency), 0)
+         FROM unnest($2::text[]) AS c(currency)",
+    )
+    .bind(user)
+    .bind(Currency::ALL.iter().map(|c| c.code()).collect::<Vec<_>>())
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(currency, balance, held)| BalanceView {
+            currency,
+            balance: format_wire(balance, currency),
+            held: format_wire(held, currency),
+        })
+        .collect())
+}
