@@ -88,6 +88,17 @@ impl System {
         panic!("guarantor up did not become healthy within 30 s; its log:\n{log}");
     }
 
+    /// Starts another ledger replica (`guarantor ledger`) sharing the durable consumer; it is killed
+    /// when the returned child is dropped.
+    pub fn extra_ledger(&self) -> Child {
+        self.command()
+            .arg("ledger")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// A `guarantor` command against this system's servers (for the operator commands).
     pub fn command(&self) -> Command {
         command(
@@ -328,5 +339,41 @@ impl System {
         .await
         .unwrap();
         snapshot
+    }
+}
+
+impl System {
+    /// JetStream on this system's NATS.
+    pub async fn jetstream(&self) -> guarantor_messaging::JetStream {
+        let client = guarantor_messaging::connect(&self.nats.url(), "e2e-test")
+            .await
+            .unwrap();
+        guarantor_messaging::jetstream(&client)
+    }
+
+    /// Waits until the ledger has processed every command and the outbox has published every event.
+    pub async fn settle(&self) {
+        let js = self.jetstream().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+                .get_consumer_from_stream(
+                    guarantor_ledger::consumer::CONSUMER,
+                    guarantor_messaging::COMMAND_STREAM,
+                )
+                .await
+                .unwrap();
+            let info = consumer.info().await.unwrap();
+            let unpublished: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                    .fetch_one(&self.db.pool)
+                    .await
+                    .unwrap();
+            if info.num_pending == 0 && info.num_ack_pending == 0 && unpublished == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the system did not settle within 20 s");
     }
 }

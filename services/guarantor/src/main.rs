@@ -1,8 +1,10 @@
 //! `guarantor`: one binary that runs any part of the system (`ingress`, `ledger`, `scanner`, `sweeper`,
-//! `devnet`), all of them at once (`up`), or an operator command (`migrate`, `streams apply`, `apikey`).
+//! `devnet`), all of them at once (`up`), or an operator command (`migrate`, `streams apply`, `apikey`,
+//! `replay`, `dlq`, `reconcile`).
 
 mod apikey;
 mod infra;
+mod ops;
 mod run;
 
 use std::process::ExitCode;
@@ -49,6 +51,15 @@ enum Command {
         #[command(subcommand)]
         command: apikey::ApikeyCommand,
     },
+    /// Re-drives stored commands through the ledger's handlers; replaying everything changes nothing.
+    Replay(ops::ReplayArgs),
+    /// Messages that could not be processed.
+    Dlq {
+        #[command(subcommand)]
+        command: ops::DlqCommand,
+    },
+    /// Checks the ledger's invariants from the database.
+    Reconcile,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,5 +121,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Apikey { command } => apikey::run(&config, command).await,
+        Command::Replay(args) => ops::replay(&config, args).await,
+        Command::Dlq { command } => ops::dlq(&config, command).await,
+        Command::Reconcile => ops::reconcile(&config).await,
     }
 }

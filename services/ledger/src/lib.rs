@@ -7,6 +7,7 @@ mod adjustments;
 pub mod apply;
 pub mod consumer;
 mod deals;
+pub mod dlq;
 pub mod events;
 pub mod outbox;
 pub mod reconcile;

@@ -1,0 +1,381 @@
+//! The ledger's guarantees under concurrency, redelivery, replay and crashes, and its events as an
+//! outside service sees them.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use bytes::Bytes;
+use futures::StreamExt;
+use guarantor_domain::{Command, CommandEnvelope, CommandId, Role, TenantId, UserId};
+use guarantor_messaging::{COMMAND_STREAM, DLQ_STREAM, EVENT_STREAM};
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::System;
+
+/// A scenario touching every kind of command; returns (customer, performer, deal ids).
+async fn scenario(system: &System) -> (i64, i64, Vec<i64>) {
+    let customer = system.user("alice").await;
+    let performer = system.user("bob").await;
+    system.adjust(customer, "10").await;
+    let closed = system.deal(customer, performer, "10").await;
+    system.act(closed, "confirm", performer).await;
+    system.act(closed, "close", customer).await;
+    let resolved = system.deal(customer, performer, "4").await;
+    system.act(resolved, "confirm", performer).await;
+    system.adjust(customer, "4").await;
+    system.open_dispute(resolved, performer).await;
+    system.arbitrate(resolved, "close_customer").await;
+    let denied = system.deal(customer, performer, "1").await;
+    system.act(denied, "deny", performer).await;
+    let cancelled = system.deal(customer, performer, "1").await;
+    system.act(cancelled, "cancel", customer).await;
+    (
+        customer,
+        performer,
+        vec![closed, resolved, denied, cancelled],
+    )
+}
+
+fn ok_count(answers: &[support::Answer]) -> usize {
+    answers
+        .iter()
+        .filter(|answer| answer.status == StatusCode::OK)
+        .count()
+}
+
+#[tokio::test]
+async fn fifty_concurrent_conflicting_actions_have_exactly_one_effect_per_transition() {
+    let system = System::up().await;
+    // A second ledger replica shares the consumer, so conflicting commands really meet in Postgres.
+    let _replica = system.extra_ledger();
+    let customer = system.user("alice").await;
+    let performer = system.user("bob").await;
+    system.adjust(customer, "100").await;
+    let fresh = system.deal(customer, performer, "10").await;
+    let funded = system.deal(customer, performer, "10").await;
+    system.act(funded, "confirm", performer).await;
+
+    // Repeated confirms race a cancel on a fresh deal: one of them wins, all others conflict.
+    let confirms_and_cancels = futures::future::join_all((0..50).map(|i| {
+        let (action, party) = if i % 5 == 0 {
+            ("cancel", customer)
+        } else {
+            ("confirm", performer)
+        };
+        system.act(fresh, action, party)
+    }))
+    .await;
+    // Close races disputes (by both parties) and cancels on a funded deal.
+    let system = &system;
+    let closes_and_disputes = futures::future::join_all((0..50).map(|i| async move {
+        match i % 4 {
+            0 => system.act(funded, "close", customer).await,
+            1 => system.open_dispute(funded, customer).await,
+            2 => system.open_dispute(funded, performer).await,
+            _ => system.act(funded, "cancel", customer).await,
+        }
+    }))
+    .await;
+
+    assert_eq!(
+        ok_count(&confirms_and_cancels),
+        1,
+        "exactly one transition of the fresh deal"
+    );
+    assert_eq!(
+        ok_count(&closes_and_disputes),
+        1,
+        "exactly one transition of the funded deal"
+    );
+    for answer in confirms_and_cancels.iter().chain(&closes_and_disputes) {
+        assert!(
+            answer.status == StatusCode::OK
+                || (answer.status == StatusCode::CONFLICT
+                    && answer.error_code() == "invalid_transition"),
+            "{}",
+            answer.text
+        );
+    }
+    let holds: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM transfers WHERE kind = 'hold' AND deal_id = ANY($1)",
+    )
+    .bind(vec![fresh, funded])
+    .fetch_one(&system.db.pool)
+    .await
+    .unwrap();
+    let fresh_status = system.deal_status(fresh).await;
+    let expected_holds = if fresh_status == "confirm_performer" {
+        2
+    } else {
+        1
+    };
+    assert_eq!(
+        holds, expected_holds,
+        "one hold per funded deal, however many confirms raced"
+    );
+    system.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn every_event_of_a_scenario_arrives_once_in_order_per_deal_in_the_documented_envelope() {
+    let system = System::up().await;
+    let (_, _, deals) = scenario(&system).await;
+    system.settle().await;
+    let published: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+
+    // An outside service: a consumer of its own on the event stream, from the beginning.
+    let js = system.jetstream().await;
+    let consumer = js
+        .get_stream(EVENT_STREAM)
+        .await
+        .unwrap()
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::Explicit,
+            filter_subject: "guarantor.evt.>".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut events: Vec<(String, Value)> = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_secs(2), messages.next()).await
+    {
+        let message = message.unwrap();
+        events.push((
+            message.subject.to_string(),
+            serde_json::from_slice(&message.payload).unwrap(),
+        ));
+        message.ack().await.unwrap();
+    }
+
+    assert_eq!(
+        events.len() as i64,
+        published,
+        "every outbox event is in the stream exactly once"
+    );
+    let ids: HashSet<&str> = events
+        .iter()
+        .map(|(_, e)| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), events.len(), "no event twice");
+    let mut per_deal: HashMap<i64, Vec<String>> = HashMap::new();
+    for (subject, event) in &events {
+        let kind = event["type"].as_str().unwrap();
+        let (aggregate, name) = kind.split_once('.').unwrap();
+        assert_eq!(event["schema_version"], 1);
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(event["occurred_at"].as_str().unwrap()).is_ok()
+        );
+        assert!(event["tenant_id"].as_i64().is_some());
+        assert!(event["data"].is_object());
+        let id = match aggregate {
+            "deal" => event["data"]["deal_id"].as_i64().unwrap(),
+            "user" => event["data"]
+                .get("user_id")
+                .or(event["data"].get("id"))
+                .and_then(Value::as_i64)
+                .unwrap(),
+            other => panic!("unexpected aggregate {other}"),
+        };
+        assert_eq!(subject, &format!("guarantor.evt.{aggregate}.{id}.{name}"));
+        if aggregate == "deal" {
+            per_deal.entry(id).or_default().push(name.to_owned());
+            assert!(event["data"]["status"].as_str().is_some());
+        }
+    }
+    let expected: [&[&str]; 4] = [
+        &["created", "confirmed", "closed"],
+        &[
+            "created",
+            "waiting_for_payment",
+            "funded",
+            "disputed",
+            "resolved",
+        ],
+        &["created", "denied"],
+        &["created", "cancelled"],
+    ];
+    for (deal, names) in deals.iter().zip(expected) {
+        assert_eq!(per_deal[deal], names, "events of deal {deal} in order");
+    }
+    let resolved = events
+        .iter()
+        .find(|(_, e)| e["type"] == "deal.resolved")
+        .unwrap();
+    assert_eq!(resolved.1["data"]["resolution"], "customer");
+    let kinds: HashSet<&str> = events
+        .iter()
+        .map(|(_, e)| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains("user.upserted") && kinds.contains("user.balance_changed"),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn replaying_and_redelivering_every_command_changes_nothing() {
+    let system = System::up().await;
+    scenario(&system).await;
+    system.settle().await;
+    let before = system.snapshot().await;
+    let js = system.jetstream().await;
+
+    // Replay the whole command stream through the CLI, as an operator would.
+    let replayed = system
+        .command()
+        .args(["replay", "--stream", COMMAND_STREAM, "--from-seq", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&replayed.stdout).contains("replayed"));
+    assert_eq!(system.snapshot().await, before, "a replay changes nothing");
+
+    // Redeliver every command to the running ledger under a new message id (past JetStream's dedup).
+    let mut stream = js.get_stream(COMMAND_STREAM).await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    for sequence in 1..=last {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        let headers = guarantor_messaging::headers(&format!("redelivery-{sequence}"), None);
+        js.publish_with_headers(
+            message.subject.to_string(),
+            headers,
+            Bytes::from(message.payload.to_vec()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    system.settle().await;
+
+    assert_eq!(
+        system.snapshot().await,
+        before,
+        "a redelivery changes nothing"
+    );
+    system.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_command_committed_before_its_ack_is_a_no_op_when_redelivered() {
+    let system = System::up().await;
+    let customer = system.user("alice").await;
+    system.settle().await;
+    let tenant: TenantId = sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
+        .bind(customer)
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    let envelope = CommandEnvelope {
+        id: CommandId::generate(),
+        tenant_id: tenant,
+        role: Role::Admin,
+        fingerprint: "f".repeat(64),
+        issued_at: chrono::Utc::now(),
+        command: Command::AdjustBalance {
+            user_id: UserId::new(customer).unwrap(),
+            currency: guarantor_domain::Currency::Usdt,
+            amount: rust_decimal::Decimal::new(7, 0),
+            reason: "crash test".into(),
+        },
+    };
+    // A ledger replica applies and commits the command, then dies before acking the message...
+    let mut tx = system.db.pool.begin().await.unwrap();
+    let first = guarantor_ledger::apply::apply(&mut tx, &envelope)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(first.http_status, 200);
+    let after_commit = system.snapshot().await;
+
+    // ...so JetStream delivers the message again, here to the running ledger.
+    let js = system.jetstream().await;
+    let headers = guarantor_messaging::headers(&envelope.id.to_string(), None);
+    js.publish_with_headers(
+        envelope.subject(),
+        headers,
+        Bytes::from(serde_json::to_vec(&envelope).unwrap()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    system.settle().await;
+
+    let after_redelivery = system.snapshot().await;
+    assert_eq!(after_redelivery["accounts"], after_commit["accounts"]);
+    assert_eq!(after_redelivery["transfers"], after_commit["transfers"]);
+    assert_eq!(after_redelivery["commands"], after_commit["commands"]);
+    assert_eq!(
+        system.balance(customer).await.0,
+        "7.000000",
+        "credited once"
+    );
+    system.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_poison_message_goes_to_the_dlq_and_can_be_listed_and_redriven() {
+    let system = System::up().await;
+    let js = system.jetstream().await;
+
+    let headers = guarantor_messaging::headers("poison-1", None);
+    js.publish_with_headers(
+        "guarantor.cmd.deal.act",
+        headers,
+        Bytes::from_static(b"{not a command"),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    system.settle().await;
+
+    let mut dlq = js.get_stream(DLQ_STREAM).await.unwrap();
+    assert_eq!(dlq.info().await.unwrap().state.messages, 1);
+    let listed = system
+        .command()
+        .args(["dlq", "list", "--json"])
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(listed.status.success());
+    let letters: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(letters[0]["original_subject"], "guarantor.cmd.deal.act");
+    assert!(letters[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("not a command"));
+
+    let redriven = system
+        .command()
+        .args(["dlq", "redrive"])
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(redriven.status.success());
+    system.settle().await;
+
+    // Still poison: it is dead-lettered again, as a new DLQ message.
+    let state = dlq.info().await.unwrap().state.clone();
+    assert_eq!((state.messages, state.last_sequence), (1, 2));
+}
