@@ -22,23 +22,14 @@ async fn confirm_with_enough_balance_holds_the_money_and_close_pays_the_performe
     assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.text);
     assert_eq!(confirmed.body["status"], "confirm_performer");
     assert_eq!(confirmed.body["amount"], "40.500000");
-    assert_eq!(
-        system.balance(customer).await,
-        ("59.500000".into(), "40.500000".into())
-    );
+    assert_eq!(system.balance(customer).await, ("59.500000".into(), "40.500000".into()));
 
     let closed = system.act(deal, "close", customer).await;
 
     assert_eq!(closed.status, StatusCode::OK, "{}", closed.text);
     assert_eq!(closed.body["status"], "close");
-    assert_eq!(
-        system.balance(customer).await,
-        ("59.500000".into(), "0.000000".into())
-    );
-    assert_eq!(
-        system.balance(performer).await,
-        ("40.500000".into(), "0.000000".into())
-    );
+    assert_eq!(system.balance(customer).await, ("59.500000".into(), "0.000000".into()));
+    assert_eq!(system.balance(performer).await, ("40.500000".into(), "0.000000".into()));
     system.assert_invariants().await;
 }
 
@@ -54,10 +45,7 @@ async fn confirm_without_balance_waits_and_a_later_credit_funds_the_deal() {
     system.act(newer, "confirm", performer).await;
 
     assert_eq!(waiting.body["status"], "waiting_for_payment");
-    assert_eq!(
-        system.balance(customer).await,
-        ("0.000000".into(), "0.000000".into())
-    );
+    assert_eq!(system.balance(customer).await, ("0.000000".into(), "0.000000".into()));
 
     let credit = system.adjust(customer, "45").await;
 
@@ -73,18 +61,12 @@ async fn confirm_without_balance_waits_and_a_later_credit_funds_the_deal() {
         "waiting_for_payment",
         "15 left does not cover 30"
     );
-    assert_eq!(
-        system.balance(customer).await,
-        ("15.000000".into(), "30.000000".into())
-    );
+    assert_eq!(system.balance(customer).await, ("15.000000".into(), "30.000000".into()));
 
     system.adjust(customer, "15").await;
 
     assert_eq!(system.deal_status(newer).await, "confirmed");
-    assert_eq!(
-        system.balance(customer).await,
-        ("0.000000".into(), "60.000000".into())
-    );
+    assert_eq!(system.balance(customer).await, ("0.000000".into(), "60.000000".into()));
     system.assert_invariants().await;
 }
 
@@ -121,14 +103,8 @@ async fn a_dispute_closed_for_the_customer_refunds_and_one_closed_for_the_perfor
         "{}",
         for_performer.text
     );
-    assert_eq!(
-        system.balance(customer).await,
-        ("10.000000".into(), "0.000000".into())
-    );
-    assert_eq!(
-        system.balance(performer).await,
-        ("10.000000".into(), "0.000000".into())
-    );
+    assert_eq!(system.balance(customer).await, ("10.000000".into(), "0.000000".into()));
+    assert_eq!(system.balance(performer).await, ("10.000000".into(), "0.000000".into()));
     system.assert_invariants().await;
 }
 
@@ -147,10 +123,7 @@ async fn deny_answers_an_empty_body_and_is_final() {
     assert_eq!(system.deal_status(deal).await, "deny_performer");
     assert_eq!(confirm_after.status, StatusCode::CONFLICT);
     assert_eq!(confirm_after.error_code(), "invalid_transition");
-    assert_eq!(
-        confirm_after.body["error"]["details"]["status"],
-        "deny_performer"
-    );
+    assert_eq!(confirm_after.body["error"]["details"]["status"], "deny_performer");
     system.assert_invariants().await;
 }
 
@@ -174,10 +147,7 @@ async fn the_customer_can_cancel_before_funding_but_not_after() {
     assert_eq!(cancelled.body["status"], "cancelled", "{}", cancelled.text);
     assert_eq!(refused.status, StatusCode::CONFLICT);
     assert_eq!(refused.error_code(), "invalid_transition");
-    assert_eq!(
-        system.balance(customer).await,
-        ("0.000000".into(), "5.000000".into())
-    );
+    assert_eq!(system.balance(customer).await, ("0.000000".into(), "5.000000".into()));
     system.assert_invariants().await;
 }
 
@@ -192,10 +162,7 @@ async fn only_the_right_party_or_role_may_act() {
 
     let customer_confirms = system.act(deal, "confirm", customer).await;
     let stranger_denies = system.act(deal, "deny", stranger).await;
-    let no_acting_user = system
-        .get(&format!("/api/v1/deal/{deal}/confirm"))
-        .send()
-        .await;
+    let no_acting_user = system.get(&format!("/api/v1/deal/{deal}/confirm")).send().await;
     let platform_arbitrates = system
         .post(&format!("/api/v1/deal/{deal}/dispute/close_customer"))
         .send()
@@ -234,13 +201,9 @@ async fn another_tenants_objects_answer_404() {
     let customer = system.user("alice").await;
     let performer = system.user("bob").await;
     let deal = system.deal(customer, performer, "5").await;
-    let other = guarantor_ingress::api_keys::create(
-        &system.db.pool,
-        "other",
-        guarantor_domain::Role::Platform,
-    )
-    .await
-    .unwrap();
+    let other = guarantor_ingress::api_keys::create(&system.db.pool, "other", guarantor_domain::Role::Platform)
+        .await
+        .unwrap();
     let other_key = guarantor_config::ExposeSecret::expose_secret(&other.key).to_owned();
 
     let user = system
@@ -253,11 +216,7 @@ async fn another_tenants_objects_answer_404() {
         .key(&other_key)
         .send()
         .await;
-    let read = system
-        .get(&format!("/api/v1/deal/{deal}"))
-        .key(&other_key)
-        .send()
-        .await;
+    let read = system.get(&format!("/api/v1/deal/{deal}")).key(&other_key).send().await;
     let act = system
         .get(&format!("/api/v1/deal/{deal}/confirm"))
         .key(&other_key)
@@ -288,16 +247,8 @@ async fn bad_input_answers_a_documented_4xx_and_changes_nothing() {
     let before = system.snapshot().await;
     let deal = |amount: serde_json::Value| json!({ "title": "t", "amount": amount, "customer_id": customer, "performer_id": performer });
     let cases: Vec<(serde_json::Value, StatusCode, &str)> = vec![
-        (
-            deal(json!("0")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_amount",
-        ),
-        (
-            deal(json!("-1")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_amount",
-        ),
+        (deal(json!("0")), StatusCode::UNPROCESSABLE_ENTITY, "invalid_amount"),
+        (deal(json!("-1")), StatusCode::UNPROCESSABLE_ENTITY, "invalid_amount"),
         (
             deal(json!("1.0000001")),
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -318,11 +269,7 @@ async fn bad_input_answers_a_documented_4xx_and_changes_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
-        (
-            deal(json!(true)),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-        ),
+        (deal(json!(true)), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
         (
             json!({ "title": "t", "amount": "1", "currency": "BTC", "customer_id": customer, "performer_id": performer }),
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -353,11 +300,7 @@ async fn bad_input_answers_a_documented_4xx_and_changes_nothing() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
-        (
-            json!([1, 2]),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-        ),
+        (json!([1, 2]), StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
     ];
     for (body, status, code) in cases {
         let answer = system.post("/api/v1/deal").json(body.clone()).send().await;
@@ -448,10 +391,7 @@ async fn users_are_upserted_by_external_id_and_accept_integer_ids() {
         .json(json!({ "external_id": "42", "name": "Ann B." }))
         .send()
         .await;
-    let read = system
-        .get(&format!("/api/v1/user/{}", first.body["id"]))
-        .send()
-        .await;
+    let read = system.get(&format!("/api/v1/user/{}", first.body["id"])).send().await;
 
     assert_eq!(first.status, StatusCode::OK, "{}", first.text);
     assert_eq!(first.body["external_id"], "42");
@@ -519,10 +459,7 @@ async fn deals_are_listed_newest_first_a_page_at_a_time() {
         .get(&format!("/api/v1/deal?limit=2&cursor={cursor}"))
         .send()
         .await;
-    let denied = system
-        .get("/api/v1/deal?status=deny_performer")
-        .send()
-        .await;
+    let denied = system.get("/api/v1/deal?status=deny_performer").send().await;
     let bad_limit = system.get("/api/v1/deal?limit=0").send().await;
 
     let ids = |answer: &support::Answer| -> Vec<i64> {

@@ -33,18 +33,11 @@ async fn scenario(system: &System) -> (i64, i64, Vec<i64>) {
     system.act(denied, "deny", performer).await;
     let cancelled = system.deal(customer, performer, "1").await;
     system.act(cancelled, "cancel", customer).await;
-    (
-        customer,
-        performer,
-        vec![closed, resolved, denied, cancelled],
-    )
+    (customer, performer, vec![closed, resolved, denied, cancelled])
 }
 
 fn ok_count(answers: &[support::Answer]) -> usize {
-    answers
-        .iter()
-        .filter(|answer| answer.status == StatusCode::OK)
-        .count()
+    answers.iter().filter(|answer| answer.status == StatusCode::OK).count()
 }
 
 #[tokio::test]
@@ -94,25 +87,18 @@ async fn fifty_concurrent_conflicting_actions_have_exactly_one_effect_per_transi
     for answer in confirms_and_cancels.iter().chain(&closes_and_disputes) {
         assert!(
             answer.status == StatusCode::OK
-                || (answer.status == StatusCode::CONFLICT
-                    && answer.error_code() == "invalid_transition"),
+                || (answer.status == StatusCode::CONFLICT && answer.error_code() == "invalid_transition"),
             "{}",
             answer.text
         );
     }
-    let holds: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM transfers WHERE kind = 'hold' AND deal_id = ANY($1)",
-    )
-    .bind(vec![fresh, funded])
-    .fetch_one(&system.db.pool)
-    .await
-    .unwrap();
+    let holds: i64 = sqlx::query_scalar("SELECT count(*) FROM transfers WHERE kind = 'hold' AND deal_id = ANY($1)")
+        .bind(vec![fresh, funded])
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
     let fresh_status = system.deal_status(fresh).await;
-    let expected_holds = if fresh_status == "confirm_performer" {
-        2
-    } else {
-        1
-    };
+    let expected_holds = if fresh_status == "confirm_performer" { 2 } else { 1 };
     assert_eq!(
         holds, expected_holds,
         "one hold per funded deal, however many confirms raced"
@@ -146,9 +132,7 @@ async fn every_event_of_a_scenario_arrives_once_in_order_per_deal_in_the_documen
         .unwrap();
     let mut messages = consumer.messages().await.unwrap();
     let mut events: Vec<(String, Value)> = Vec::new();
-    while let Ok(Some(message)) =
-        tokio::time::timeout(Duration::from_secs(2), messages.next()).await
-    {
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
         let message = message.unwrap();
         events.push((
             message.subject.to_string(),
@@ -162,19 +146,14 @@ async fn every_event_of_a_scenario_arrives_once_in_order_per_deal_in_the_documen
         published,
         "every outbox event is in the stream exactly once"
     );
-    let ids: HashSet<&str> = events
-        .iter()
-        .map(|(_, e)| e["id"].as_str().unwrap())
-        .collect();
+    let ids: HashSet<&str> = events.iter().map(|(_, e)| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), events.len(), "no event twice");
     let mut per_deal: HashMap<i64, Vec<String>> = HashMap::new();
     for (subject, event) in &events {
         let kind = event["type"].as_str().unwrap();
         let (aggregate, name) = kind.split_once('.').unwrap();
         assert_eq!(event["schema_version"], 1);
-        assert!(
-            chrono::DateTime::parse_from_rfc3339(event["occurred_at"].as_str().unwrap()).is_ok()
-        );
+        assert!(chrono::DateTime::parse_from_rfc3339(event["occurred_at"].as_str().unwrap()).is_ok());
         assert!(event["tenant_id"].as_i64().is_some());
         assert!(event["data"].is_object());
         let id = match aggregate {
@@ -194,28 +173,16 @@ async fn every_event_of_a_scenario_arrives_once_in_order_per_deal_in_the_documen
     }
     let expected: [&[&str]; 4] = [
         &["created", "confirmed", "closed"],
-        &[
-            "created",
-            "waiting_for_payment",
-            "funded",
-            "disputed",
-            "resolved",
-        ],
+        &["created", "waiting_for_payment", "funded", "disputed", "resolved"],
         &["created", "denied"],
         &["created", "cancelled"],
     ];
     for (deal, names) in deals.iter().zip(expected) {
         assert_eq!(per_deal[deal], names, "events of deal {deal} in order");
     }
-    let resolved = events
-        .iter()
-        .find(|(_, e)| e["type"] == "deal.resolved")
-        .unwrap();
+    let resolved = events.iter().find(|(_, e)| e["type"] == "deal.resolved").unwrap();
     assert_eq!(resolved.1["data"]["resolution"], "customer");
-    let kinds: HashSet<&str> = events
-        .iter()
-        .map(|(_, e)| e["type"].as_str().unwrap())
-        .collect();
+    let kinds: HashSet<&str> = events.iter().map(|(_, e)| e["type"].as_str().unwrap()).collect();
     assert!(
         kinds.contains("user.upserted") && kinds.contains("user.balance_changed"),
         "{kinds:?}"
@@ -265,11 +232,7 @@ async fn replaying_and_redelivering_every_command_changes_nothing() {
     }
     system.settle().await;
 
-    assert_eq!(
-        system.snapshot().await,
-        before,
-        "a redelivery changes nothing"
-    );
+    assert_eq!(system.snapshot().await, before, "a redelivery changes nothing");
     system.assert_invariants().await;
 }
 
@@ -298,9 +261,7 @@ async fn a_command_committed_before_its_ack_is_a_no_op_when_redelivered() {
     };
     // A ledger replica applies and commits the command, then dies before acking the message...
     let mut tx = system.db.pool.begin().await.unwrap();
-    let first = guarantor_ledger::apply::apply(&mut tx, &envelope)
-        .await
-        .unwrap();
+    let first = guarantor_ledger::apply::apply(&mut tx, &envelope).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(first.http_status, 200);
     let after_commit = system.snapshot().await;
@@ -323,11 +284,7 @@ async fn a_command_committed_before_its_ack_is_a_no_op_when_redelivered() {
     assert_eq!(after_redelivery["accounts"], after_commit["accounts"]);
     assert_eq!(after_redelivery["transfers"], after_commit["transfers"]);
     assert_eq!(after_redelivery["commands"], after_commit["commands"]);
-    assert_eq!(
-        system.balance(customer).await.0,
-        "7.000000",
-        "credited once"
-    );
+    assert_eq!(system.balance(customer).await.0, "7.000000", "credited once");
     system.assert_invariants().await;
 }
 
@@ -337,15 +294,11 @@ async fn a_poison_message_goes_to_the_dlq_and_can_be_listed_and_redriven() {
     let js = system.jetstream().await;
 
     let headers = guarantor_messaging::headers("poison-1", None);
-    js.publish_with_headers(
-        "guarantor.cmd.deal.act",
-        headers,
-        Bytes::from_static(b"{not a command"),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    js.publish_with_headers("guarantor.cmd.deal.act", headers, Bytes::from_static(b"{not a command"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     system.settle().await;
 
     let mut dlq = js.get_stream(DLQ_STREAM).await.unwrap();
@@ -360,10 +313,7 @@ async fn a_poison_message_goes_to_the_dlq_and_can_be_listed_and_redriven() {
     assert!(listed.status.success());
     let letters: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(letters[0]["original_subject"], "guarantor.cmd.deal.act");
-    assert!(letters[0]["error"]
-        .as_str()
-        .unwrap()
-        .contains("not a command"));
+    assert!(letters[0]["error"].as_str().unwrap().contains("not a command"));
 
     let redriven = system
         .command()

@@ -15,10 +15,7 @@ async fn get(system: &System, path: &str, key: Option<&str>) -> (StatusCode, Val
         request = request.bearer_auth(key);
     }
     let response = request.send().await.unwrap();
-    (
-        response.status(),
-        response.json().await.unwrap_or(Value::Null),
-    )
+    (response.status(), response.json().await.unwrap_or(Value::Null))
 }
 
 async fn run(command: &mut tokio::process::Command) -> (bool, String, String) {
@@ -42,18 +39,8 @@ async fn up_serves_health_readiness_and_an_authenticated_api_then_stops_on_sigte
     let (health, _) = get(&system, "/healthz", None).await;
     let (ready, _) = get(&system, "/readyz", None).await;
     let (anonymous, error) = get(&system, "/api/v1/payment/gateways", None).await;
-    let (authenticated, gateways) = get(
-        &system,
-        "/api/v1/payment/gateways",
-        Some(&system.dev_key("platform")),
-    )
-    .await;
-    let (wrong_role, _) = get(
-        &system,
-        "/api/v1/payment/gateways",
-        Some(&system.dev_key("arbiter")),
-    )
-    .await;
+    let (authenticated, gateways) = get(&system, "/api/v1/payment/gateways", Some(&system.dev_key("platform"))).await;
+    let (wrong_role, _) = get(&system, "/api/v1/payment/gateways", Some(&system.dev_key("arbiter"))).await;
 
     assert_eq!(health, StatusCode::OK);
     assert_eq!(ready, StatusCode::OK);
@@ -62,19 +49,16 @@ async fn up_serves_health_readiness_and_an_authenticated_api_then_stops_on_sigte
     assert_eq!(authenticated, StatusCode::OK);
     assert_eq!(gateways[0]["name"], "USDT TRC-20");
     assert_eq!(wrong_role, StatusCode::FORBIDDEN);
-    assert!(
-        system.terminate().await.success(),
-        "a graceful shutdown exits 0"
-    );
+    assert!(system.terminate().await.success(), "a graceful shutdown exits 0");
 }
 
 #[tokio::test]
 async fn an_api_key_created_on_the_command_line_works_until_it_is_revoked() {
     let system = System::up().await;
 
-    let (created, stdout, stderr) = run(system.command().args([
-        "apikey", "create", "--tenant", "acme", "--role", "platform", "--json",
-    ]))
+    let (created, stdout, stderr) = run(system
+        .command()
+        .args(["apikey", "create", "--tenant", "acme", "--role", "platform", "--json"]))
     .await;
     assert!(created, "{stderr}");
     let created: Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -86,19 +70,15 @@ async fn an_api_key_created_on_the_command_line_works_until_it_is_revoked() {
         StatusCode::OK
     );
 
-    let (listed, list, _) = run(system
-        .command()
-        .args(["apikey", "list", "--tenant", "acme", "--json"]))
-    .await;
+    let (listed, list, _) = run(system.command().args(["apikey", "list", "--tenant", "acme", "--json"])).await;
     assert!(listed);
     assert!(list.contains(created["id"].as_str().unwrap()));
     assert!(!list.contains(&key), "list never shows keys");
 
-    let (revoked, _, stderr) =
-        run(system
-            .command()
-            .args(["apikey", "revoke", created["id"].as_str().unwrap()]))
-        .await;
+    let (revoked, _, stderr) = run(system
+        .command()
+        .args(["apikey", "revoke", created["id"].as_str().unwrap()]))
+    .await;
     assert!(revoked, "{stderr}");
     assert_eq!(
         get(&system, "/api/v1/payment/gateways", Some(&key)).await.0,
@@ -109,14 +89,8 @@ async fn an_api_key_created_on_the_command_line_works_until_it_is_revoked() {
 #[tokio::test]
 async fn a_bad_variable_stops_the_binary_with_the_variable_named() {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = support::command(
-        "postgres://postgres@127.0.0.1:1/none",
-        "nats://127.0.0.1:1",
-        dir.path(),
-    );
-    command
-        .env("GUARANTOR_SCAN_INTERVAL_SECS", "0")
-        .arg("migrate");
+    let mut command = support::command("postgres://postgres@127.0.0.1:1/none", "nats://127.0.0.1:1", dir.path());
+    command.env("GUARANTOR_SCAN_INTERVAL_SECS", "0").arg("migrate");
 
     let output = command.stderr(Stdio::piped()).output().await.unwrap();
 
@@ -140,4 +114,13 @@ async fn up_says_how_to_start_postgres_when_it_is_unreachable() {
     assert!(!ok);
     assert!(stderr.contains("Postgres is not reachable"), "{stderr}");
     assert!(stderr.contains("GUARANTOR_DATABASE_URL"), "{stderr}");
+}
+
+#[test]
+fn the_readme_shows_the_state_machine_table_the_ledger_decides_with() {
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(&guarantor_domain::deal::markdown_table()),
+        "README.md's deal table differs from guarantor_domain::deal::markdown_table(); paste the new one"
+    );
 }

@@ -1,9 +1,6 @@
 //! Runs the real `guarantor` binary against a Postgres database and a nats-server of the test's own.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different part of the support module"
-)]
+#![allow(dead_code, reason = "each test binary uses a different part of the support module")]
 
 use std::path::Path;
 use std::process::Stdio;
@@ -50,17 +47,13 @@ impl System {
         let data_dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(data_dir.path().join("guarantor.log")).unwrap();
-        let child = command(
-            db.url().expose_secret(),
-            &nats.url_string(),
-            data_dir.path(),
-        )
-        .env("GUARANTOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .arg("up")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+        let child = command(db.url().expose_secret(), &nats.url_string(), data_dir.path())
+            .env("GUARANTOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .arg("up")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         let system = Self {
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
@@ -83,8 +76,7 @@ impl System {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let log =
-            std::fs::read_to_string(self.data_dir.path().join("guarantor.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.data_dir.path().join("guarantor.log")).unwrap_or_default();
         panic!("guarantor up did not become healthy within 30 s; its log:\n{log}");
     }
 
@@ -152,11 +144,7 @@ impl Answer {
             "not the error shape: {}",
             self.text
         );
-        assert!(
-            error["details"].is_object(),
-            "not the error shape: {}",
-            self.text
-        );
+        assert!(error["details"].is_object(), "not the error shape: {}", self.text);
         self.code()
     }
 }
@@ -273,10 +261,7 @@ impl System {
 
     /// (available, held) of a user in USDT.
     pub async fn balance(&self, user: i64) -> (String, String) {
-        let answer = self
-            .get(&format!("/api/v1/user/{user}/balance"))
-            .send()
-            .await;
+        let answer = self.get(&format!("/api/v1/user/{user}/balance")).send().await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
         let row = &answer.body[0];
         (
@@ -317,9 +302,7 @@ impl System {
 
     /// The ledger's invariants 1–4, checked from the database.
     pub async fn assert_invariants(&self) {
-        let violations = guarantor_ledger::reconcile::check(&self.db.pool)
-            .await
-            .unwrap();
+        let violations = guarantor_ledger::reconcile::check(&self.db.pool).await.unwrap();
         assert!(violations.is_empty(), "invariants violated: {violations:?}");
     }
 
@@ -364,11 +347,10 @@ impl System {
                 .await
                 .unwrap();
             let info = consumer.info().await.unwrap();
-            let unpublished: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                    .fetch_one(&self.db.pool)
-                    .await
-                    .unwrap();
+            let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
             if info.num_pending == 0 && info.num_ack_pending == 0 && unpublished == 0 {
                 return;
             }

@@ -16,17 +16,13 @@ or point GUARANTOR_NATS_URL at a running server";
 pub async fn postgres(config: &Config, max_connections: u32) -> anyhow::Result<PgPool> {
     guarantor_store::connect(&config.database_url, max_connections)
         .await
-        .with_context(|| {
-            format!("Postgres is not reachable (GUARANTOR_DATABASE_URL); {START_POSTGRES}")
-        })
+        .with_context(|| format!("Postgres is not reachable (GUARANTOR_DATABASE_URL); {START_POSTGRES}"))
 }
 
 pub async fn postgres_created(config: &Config, max_connections: u32) -> anyhow::Result<PgPool> {
     guarantor_store::ensure_database(&config.database_url)
         .await
-        .with_context(|| {
-            format!("Postgres is not reachable (GUARANTOR_DATABASE_URL); {START_POSTGRES}")
-        })?;
+        .with_context(|| format!("Postgres is not reachable (GUARANTOR_DATABASE_URL); {START_POSTGRES}"))?;
     postgres(config, max_connections).await
 }
 

@@ -13,11 +13,7 @@ use clap::{Parser, Subcommand};
 use guarantor_config::Config;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "guarantor",
-    version,
-    about = "Self-hosted escrow over USDT on TRON"
-)]
+#[command(name = "guarantor", version, about = "Self-hosted escrow over USDT on TRON")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,10 +73,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("cannot start the async runtime: {err}");
@@ -115,8 +108,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             command: StreamsCommand::Apply,
         } => {
             let nats = infra::nats(&config, "streams").await?;
-            let applied =
-                guarantor_messaging::apply_streams(&guarantor_messaging::jetstream(&nats)).await?;
+            let applied = guarantor_messaging::apply_streams(&guarantor_messaging::jetstream(&nats)).await?;
             eprintln!("streams applied: {}", applied.join(", "));
             Ok(())
         }

@@ -1,10 +1,7 @@
 //! Running the services: one part per process (`guarantor ledger`, ...) or all of them in one
 //! (`guarantor up`). Every part stops on SIGTERM/Ctrl-C after finishing its in-flight work.
 
-#![allow(
-    clippy::print_stdout,
-    reason = "`up` prints the dev API keys for the newcomer"
-)]
+#![allow(clippy::print_stdout, reason = "`up` prints the dev API keys for the newcomer")]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,8 +41,7 @@ impl Part {
 }
 
 pub async fn single(config: Config, part: Part) -> anyhow::Result<()> {
-    let _telemetry =
-        guarantor_telemetry::init(part.name(), config.log_format, config.sentry_dsn.as_ref())?;
+    let _telemetry = guarantor_telemetry::init(part.name(), config.log_format, config.sentry_dsn.as_ref())?;
     let shutdown = guarantor_telemetry::shutdown_token();
     let config = Arc::new(config);
     let infra = prepare(&config, part.name(), false).await?;
@@ -53,16 +49,11 @@ pub async fn single(config: Config, part: Part) -> anyhow::Result<()> {
 }
 
 pub async fn up(config: Config) -> anyhow::Result<()> {
-    let _telemetry =
-        guarantor_telemetry::init("up", config.log_format, config.sentry_dsn.as_ref())?;
+    let _telemetry = guarantor_telemetry::init("up", config.log_format, config.sentry_dsn.as_ref())?;
     let shutdown = guarantor_telemetry::shutdown_token();
     let config = Arc::new(config);
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create GUARANTOR_DATA_DIR {}",
-            config.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create GUARANTOR_DATA_DIR {}", config.data_dir.display()))?;
     let infra = prepare(&config, "up", true).await?;
     announce_dev_keys(&infra.pool, &config.data_dir).await?;
 
@@ -81,11 +72,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         shutdown.cancel();
         let (part, outcome) = joined.context("a service task panicked")?;
         if let Err(err) = outcome {
-            tracing::error!(
-                part = part.name(),
-                error = format!("{err:#}"),
-                "service failed"
-            );
+            tracing::error!(part = part.name(), error = format!("{err:#}"), "service failed");
             result = Err(err.context(format!("{} failed", part.name())));
         }
     }
@@ -115,23 +102,15 @@ async fn prepare(config: &Config, service: &str, create_database: bool) -> anyho
     Ok(Infra { pool, nats })
 }
 
-async fn run_part(
-    part: Part,
-    infra: Infra,
-    config: Arc<Config>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+async fn run_part(part: Part, infra: Infra, config: Arc<Config>, shutdown: CancellationToken) -> anyhow::Result<()> {
     match part {
         Part::Ingress => {
             let state = AppState::new(infra.pool, infra.nats, config.clone()).await?;
             let app = Application::build(state, config.http_addr)
                 .await
-                .with_context(|| {
-                    format!("cannot listen on GUARANTOR_HTTP_ADDR {}", config.http_addr)
-                })?;
+                .with_context(|| format!("cannot listen on GUARANTOR_HTTP_ADDR {}", config.http_addr))?;
             tracing::info!(addr = %app.local_addr()?, "ingress listening");
-            app.run_until(async move { shutdown.cancelled().await })
-                .await?;
+            app.run_until(async move { shutdown.cancelled().await }).await?;
         }
         Part::Ledger => {
             guarantor_ledger::run(
@@ -167,9 +146,7 @@ async fn announce_dev_keys(pool: &guarantor_store::PgPool, data_dir: &Path) -> a
             .and_then(|key| key.as_str())
             .map(str::to_owned);
         let still_valid = match &kept_key {
-            Some(key) => api_keys::authenticate(pool, key)
-                .await?
-                .is_some_and(|p| p.role == role),
+            Some(key) => api_keys::authenticate(pool, key).await?.is_some_and(|p| p.role == role),
             None => false,
         };
         let key = match kept_key {

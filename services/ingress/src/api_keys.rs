@@ -82,15 +82,13 @@ pub async fn create(pool: &PgPool, tenant: &str, role: Role) -> Result<CreatedKe
     .bind(tenant)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO api_keys (id, tenant_id, role, secret_sha256) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(id)
-    .bind(tenant_id)
-    .bind(role.as_str())
-    .bind(&secret_digest(&secret)[..])
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("INSERT INTO api_keys (id, tenant_id, role, secret_sha256) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(tenant_id)
+        .bind(role.as_str())
+        .bind(&secret_digest(&secret)[..])
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(CreatedKey {
         id,
@@ -116,28 +114,23 @@ pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<KeyInfo>, A
 
 /// Revokes a key; returns whether a key that was active is now revoked.
 pub async fn revoke(pool: &PgPool, id: ApiKeyId) -> Result<bool, ApiKeyError> {
-    let result =
-        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .execute(pool)
-            .await?;
+    let result = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+        .bind(id)
+        .execute(pool)
+        .await?;
     Ok(result.rows_affected() == 1)
 }
 
 /// Resolves a presented key to its principal; `None` for anything that is not an active key.
-pub async fn authenticate(
-    pool: &PgPool,
-    presented: &str,
-) -> Result<Option<Principal>, sqlx::Error> {
+pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Principal>, sqlx::Error> {
     let Some((id, secret)) = parse_key(presented) else {
         return Ok(None);
     };
-    let row: Option<(TenantId, Role, Vec<u8>)> = sqlx::query_as(
-        "SELECT tenant_id, role, secret_sha256 FROM api_keys WHERE id = $1 AND revoked_at IS NULL",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
+    let row: Option<(TenantId, Role, Vec<u8>)> =
+        sqlx::query_as("SELECT tenant_id, role, secret_sha256 FROM api_keys WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
     let Some((tenant_id, role, stored)) = row else {
         return Ok(None);
     };
@@ -160,10 +153,7 @@ mod tests {
         let id = uuid::Uuid::now_v7();
         let secret = "a".repeat(43);
         let key = format!("gk_{}_{secret}", id.simple());
-        assert_eq!(
-            parse_key(&key),
-            Some((ApiKeyId::from_uuid(id), secret.as_str()))
-        );
+        assert_eq!(parse_key(&key), Some((ApiKeyId::from_uuid(id), secret.as_str())));
         for bad in [
             "",
             "gk_",

@@ -40,11 +40,10 @@ impl Principal {
             Ok(())
         } else {
             let allowed: Vec<&str> = roles.iter().map(|role| role.as_str()).collect();
-            Err(ApiError::forbidden(format!(
-                "this action needs a key with role {}",
-                allowed.join(" or ")
-            ))
-            .with_details(serde_json::json!({ "role": self.role, "allowed_roles": allowed })))
+            Err(
+                ApiError::forbidden(format!("this action needs a key with role {}", allowed.join(" or ")))
+                    .with_details(serde_json::json!({ "role": self.role, "allowed_roles": allowed })),
+            )
         }
     }
 }

@@ -77,11 +77,7 @@ impl CommandBus {
     }
 
     /// Publishes `envelope` and waits (up to the timeout) for the ledger's reply.
-    pub async fn submit(
-        &self,
-        envelope: &CommandEnvelope,
-        request_id: Option<&str>,
-    ) -> Result<Submitted, BusError> {
+    pub async fn submit(&self, envelope: &CommandEnvelope, request_id: Option<&str>) -> Result<Submitted, BusError> {
         let (sender, receiver) = oneshot::channel();
         self.register(envelope.id, Some(sender));
         let outcome = self.publish_and_wait(envelope, request_id, receiver).await;

@@ -19,8 +19,7 @@ use crate::extract::RequestMeta;
 use crate::AppState;
 
 /// Namespace of command ids derived from (tenant, Idempotency-Key).
-const IDEMPOTENCY_NAMESPACE: uuid::Uuid =
-    uuid::Uuid::from_u128(0x6775_6172_616e_746f_7200_6964_656d_706f);
+const IDEMPOTENCY_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6775_6172_616e_746f_7200_6964_656d_706f);
 
 fn fingerprint(route: &str, body: &Value) -> String {
     // serde_json maps are ordered, so the same body always serialises the same way.
@@ -60,10 +59,7 @@ fn pending(id: CommandId) -> Response {
 }
 
 /// A command's stored outcome, if the ledger applied it.
-async fn stored(
-    state: &AppState,
-    id: CommandId,
-) -> Result<Option<(String, CommandReply)>, ApiError> {
+async fn stored(state: &AppState, id: CommandId) -> Result<Option<(String, CommandReply)>, ApiError> {
     let row: Option<(String, i16, Option<Value>)> =
         sqlx::query_as("SELECT fingerprint, http_status, body FROM commands WHERE id = $1")
             .bind(id)
@@ -82,11 +78,7 @@ async fn stored(
     }))
 }
 
-fn replay_or_refuse(
-    fingerprint: &str,
-    stored_fingerprint: &str,
-    reply: CommandReply,
-) -> Result<Response, ApiError> {
+fn replay_or_refuse(fingerprint: &str, stored_fingerprint: &str, reply: CommandReply) -> Result<Response, ApiError> {
     if stored_fingerprint == fingerprint {
         Ok(respond(reply.http_status, reply.body))
     } else {
@@ -144,13 +136,11 @@ pub async fn execute(
 
 /// Records that the command was accepted but not answered yet, and answers 202.
 async fn accept(state: &AppState, tenant: TenantId, id: CommandId) -> Result<Response, ApiError> {
-    sqlx::query(
-        "INSERT INTO accepted_commands (id, tenant_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(tenant)
-    .execute(&state.pool)
-    .await
-    .map_err(|err| ApiError::unavailable("the database is unavailable").with_cause(err))?;
+    sqlx::query("INSERT INTO accepted_commands (id, tenant_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+        .bind(id)
+        .bind(tenant)
+        .execute(&state.pool)
+        .await
+        .map_err(|err| ApiError::unavailable("the database is unavailable").with_cause(err))?;
     Ok(pending(id))
 }

@@ -68,11 +68,7 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what} not found"),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
@@ -80,11 +76,7 @@ impl ApiError {
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            message,
-        )
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -95,11 +87,7 @@ impl ApiError {
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self {
             cause: Some(cause.into()),
-            ..Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            )
+            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
         }
     }
 
@@ -121,11 +109,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let Some(cause) = &self.cause {
-            tracing::error!(
-                code = self.code,
-                error = format!("{cause:#}"),
-                "request failed"
-            );
+            tracing::error!(code = self.code, error = format!("{cause:#}"), "request failed");
         }
         let body = json!({
             "error": { "code": self.code, "message": self.message, "details": self.details }
@@ -143,9 +127,7 @@ impl From<JsonRejection> for ApiError {
                 "the body must be JSON with Content-Type: application/json",
             ),
             JsonRejection::JsonDataError(err) => Self::validation(err.body_text()),
-            JsonRejection::JsonSyntaxError(err) => {
-                Self::bad_request("malformed_json", err.body_text())
-            }
+            JsonRejection::JsonSyntaxError(err) => Self::bad_request("malformed_json", err.body_text()),
             other => Self::bad_request("malformed_body", other.body_text()),
         }
     }

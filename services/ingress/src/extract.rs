@@ -27,8 +27,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let Json(raw) = Json::<Value>::from_request(request, state).await?;
-        let body = serde_json::from_value(raw.clone())
-            .map_err(|err| ApiError::validation(err.to_string()))?;
+        let body = serde_json::from_value(raw.clone()).map_err(|err| ApiError::validation(err.to_string()))?;
         Ok(Self { raw, body })
     }
 }
@@ -61,17 +60,16 @@ impl<S: Send + Sync> FromRequestParts<S> for ActingUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let value = parts.headers.get(ACTING_USER_HEADER).ok_or_else(|| {
-            ApiError::bad_request("missing_acting_user", "the Acting-User header is required")
-        })?;
+        let value = parts
+            .headers
+            .get(ACTING_USER_HEADER)
+            .ok_or_else(|| ApiError::bad_request("missing_acting_user", "the Acting-User header is required"))?;
         value
             .to_str()
             .ok()
             .and_then(|text| text.trim().parse().ok())
             .map(ActingUser)
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_acting_user", "Acting-User must be a user id")
-            })
+            .ok_or_else(|| ApiError::bad_request("invalid_acting_user", "Acting-User must be a user id"))
     }
 }
 
@@ -94,10 +92,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
             .get::<RequestId>()
             .and_then(|id| id.header_value().to_str().ok())
             .map(str::to_owned);
-        let idempotency_key = match (
-            parts.method == Method::POST,
-            parts.headers.get(IDEMPOTENCY_KEY_HEADER),
-        ) {
+        let idempotency_key = match (parts.method == Method::POST, parts.headers.get(IDEMPOTENCY_KEY_HEADER)) {
             (true, Some(value)) => {
                 let key = value
                     .to_str()
@@ -116,11 +111,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
         Ok(Self {
             request_id,
             idempotency_key,
-            route: format!(
-                "{} {}",
-                parts.method,
-                parts.uri.path().trim_end_matches('/')
-            ),
+            route: format!("{} {}", parts.method, parts.uri.path().trim_end_matches('/')),
         })
     }
 }

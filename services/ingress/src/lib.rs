@@ -45,11 +45,7 @@ pub struct AppState {
 
 impl AppState {
     /// Connects the command bus (its reply subscription) and gathers what handlers need.
-    pub async fn new(
-        pool: PgPool,
-        nats: async_nats::Client,
-        config: Arc<Config>,
-    ) -> Result<Self, bus::BusError> {
+    pub async fn new(pool: PgPool, nats: async_nats::Client, config: Arc<Config>) -> Result<Self, bus::BusError> {
         let bus = bus::CommandBus::start(nats.clone(), config.command_timeout()).await?;
         Ok(Self {
             pool,
@@ -164,21 +160,15 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish
     /// (for at most 30 seconds).
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         // Trailing slashes are trimmed before routing, so every route answers with and without one.
         let service = NormalizePathLayer::trim_trailing_slash().layer(self.router);
         let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(
-            self.listener,
-            ServiceExt::<Request>::into_make_service(service),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            drop(drained_tx);
-        });
+        let server = axum::serve(self.listener, ServiceExt::<Request>::into_make_service(service))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                drop(drained_tx);
+            });
         let server = tokio::spawn(async move { server.await });
         let _ = drained_rx.await;
         match tokio::time::timeout(Duration::from_secs(30), server).await {

@@ -23,13 +23,9 @@ struct TestApp {
 impl TestApp {
     async fn spawn() -> Self {
         let (db, nats) = tokio::join!(TestDb::new(), TestNats::start());
-        let client = guarantor_messaging::connect(&nats.url(), "ingress-test")
-            .await
-            .unwrap();
+        let client = guarantor_messaging::connect(&nats.url(), "ingress-test").await.unwrap();
         let config = Arc::new(Config::from_vars(&HashMap::new()).unwrap());
-        let state = AppState::new(db.pool.clone(), client, config)
-            .await
-            .unwrap();
+        let state = AppState::new(db.pool.clone(), client, config).await.unwrap();
         let app = Application::build(state, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .unwrap();
@@ -67,10 +63,7 @@ impl TestApp {
 fn assert_error_shape(body: &Value, code: &str) {
     let error = &body["error"];
     assert_eq!(error["code"], code, "{body}");
-    assert!(
-        error["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     assert!(error["details"].is_object(), "{body}");
 }
 
@@ -102,10 +95,7 @@ async fn readiness_answers_503_in_the_error_shape_when_nats_is_down() {
     }
     assert_eq!(last.0, StatusCode::SERVICE_UNAVAILABLE);
     assert_error_shape(&last.1, "unavailable");
-    assert_eq!(
-        last.1["error"]["details"]["down"],
-        serde_json::json!(["nats"])
-    );
+    assert_eq!(last.1["error"]["details"]["down"], serde_json::json!(["nats"]));
 }
 
 #[tokio::test]
@@ -113,11 +103,7 @@ async fn an_api_call_without_a_valid_key_answers_401_in_the_documented_shape() {
     let app = TestApp::spawn().await;
     let well_formed_but_unknown = format!("gk_{}_{}", uuid_hex(), "A".repeat(43));
 
-    for key in [
-        None,
-        Some("nonsense"),
-        Some(well_formed_but_unknown.as_str()),
-    ] {
+    for key in [None, Some("nonsense"), Some(well_formed_but_unknown.as_str())] {
         let (status, body) = app.get("/api/v1/payment/gateways", key).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{key:?}");
         assert_error_shape(&body, "unauthorized");
@@ -157,14 +143,9 @@ async fn a_key_with_a_tampered_secret_is_refused() {
 #[tokio::test]
 async fn a_revoked_key_is_refused() {
     let app = TestApp::spawn().await;
-    let created = api_keys::create(&app.db.pool, "acme", Role::Platform)
-        .await
-        .unwrap();
+    let created = api_keys::create(&app.db.pool, "acme", Role::Platform).await.unwrap();
     let key = created.key.expose_secret().to_owned();
-    assert_eq!(
-        app.get("/api/v1/payment/gateways", Some(&key)).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(app.get("/api/v1/payment/gateways", Some(&key)).await.0, StatusCode::OK);
 
     assert!(api_keys::revoke(&app.db.pool, created.id).await.unwrap());
 
@@ -188,11 +169,10 @@ async fn api_keys_are_not_stored_in_clear_text() {
         .fetch_all(&app.db.pool)
         .await
         .unwrap();
-    let hex_dump: Vec<String> =
-        sqlx::query_scalar("SELECT encode(secret_sha256, 'escape') FROM api_keys")
-            .fetch_all(&app.db.pool)
-            .await
-            .unwrap();
+    let hex_dump: Vec<String> = sqlx::query_scalar("SELECT encode(secret_sha256, 'escape') FROM api_keys")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
 
     assert_eq!(dump.len(), 1);
     for row in dump.iter().chain(&hex_dump) {
@@ -274,26 +254,89 @@ async fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
         "/readyz",
         "/metrics",
         "/openapi.json",
+        "/api/v1/user",
+        "/api/v1/user/{user_id}",
+        "/api/v1/user/{user_id}/balance",
+        "/api/v1/deal",
+        "/api/v1/deal/{deal_id}",
+        "/api/v1/deal/{deal_id}/deny",
+        "/api/v1/deal/{deal_id}/confirm",
+        "/api/v1/deal/{deal_id}/cancel",
+        "/api/v1/deal/{deal_id}/close",
+        "/api/v1/deal/{deal_id}/dispute",
+        "/api/v1/deal/{deal_id}/dispute/close_preformer",
+        "/api/v1/deal/{deal_id}/dispute/close_performer",
+        "/api/v1/deal/{deal_id}/dispute/close_customer",
+        "/api/v1/commands/{command_id}",
+        "/api/v1/admin/adjustments",
         "/api/v1/payment/gateways",
     ] {
-        assert!(
-            paths.contains_key(expected),
-            "{expected} missing from the document"
-        );
+        assert!(paths.contains_key(expected), "{expected} missing from the document");
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+
+#[tokio::test]
+async fn every_documented_operation_has_its_schemas_and_the_error_shape() {
+    let app = TestApp::spawn().await;
+    let (_, doc) = app.get("/openapi.json", None).await;
+
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let success = responses.keys().find(|status| status.starts_with('2'));
+            assert!(success.is_some(), "{method} {path} documents no success");
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                    assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path} {status}");
+                }
+            }
+            if path.starts_with("/api/v1") {
+                assert!(operation["security"].is_array(), "{method} {path} documents no auth");
+                assert!(responses.contains_key("401"), "{method} {path} documents no 401");
+            }
+        }
+    }
+    for (path, schema) in [
+        ("/api/v1/user", "UpsertUser"),
+        ("/api/v1/deal", "CreateDeal"),
+        ("/api/v1/deal/{deal_id}/dispute", "OpenDispute"),
+        ("/api/v1/admin/adjustments", "Adjustment"),
+    ] {
+        let body = &doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+        assert_eq!(body, &format!("#/components/schemas/{schema}"), "{path}");
+    }
+    let confirm = &doc["paths"]["/api/v1/deal/{deal_id}/confirm"];
+    assert!(
+        confirm["get"].is_object() && confirm["post"].is_object(),
+        "actions answer GET and POST"
+    );
+    let described = confirm["post"]["description"].as_str().unwrap_or_default();
+    assert!(
+        described.contains("`created`") && described.contains("performer"),
+        "{described}"
+    );
+    let deals_tag = doc["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "deals")
+        .unwrap();
+    assert_eq!(
+        deals_tag["description"].as_str().unwrap(),
+        format!(
+            "Deals and their state machine:\n\n{}",
+            guarantor_domain::deal::markdown_table()
+        )
+    );
 }
 
 #[tokio::test]
 async fn a_request_id_is_minted_or_propagated_and_echoed_back() {
     let app = TestApp::spawn().await;
 
-    let minted = app
-        .http
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let minted = app.http.get(format!("{}/healthz", app.base)).send().await.unwrap();
     let propagated = app
         .http
         .get(format!("{}/healthz", app.base))
@@ -329,12 +372,7 @@ async fn metrics_count_requests_by_route() {
 async fn unknown_methods_answer_405_in_the_error_shape() {
     let app = TestApp::spawn().await;
 
-    let response = app
-        .http
-        .delete(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
+    let response = app.http.delete(format!("{}/healthz", app.base)).send().await.unwrap();
 
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_error_shape(&response.json().await.unwrap(), "method_not_allowed");

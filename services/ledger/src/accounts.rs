@@ -55,11 +55,7 @@ pub struct TransferRefs {
 }
 
 /// A user's available-balance account in a currency, created on first use.
-pub async fn user_account(
-    db: &mut PgConnection,
-    user: UserId,
-    currency: Currency,
-) -> sqlx::Result<AccountId> {
+pub async fn user_account(db: &mut PgConnection, user: UserId, currency: Currency) -> sqlx::Result<AccountId> {
     sqlx::query(
         "INSERT INTO accounts (kind, currency, user_id) VALUES ('user_available', $1, $2)
          ON CONFLICT (user_id, currency) WHERE kind = 'user_available' DO NOTHING",
@@ -68,21 +64,15 @@ pub async fn user_account(
     .bind(user)
     .execute(&mut *db)
     .await?;
-    sqlx::query_scalar(
-        "SELECT id FROM accounts WHERE kind = 'user_available' AND user_id = $1 AND currency = $2",
-    )
-    .bind(user)
-    .bind(currency)
-    .fetch_one(&mut *db)
-    .await
+    sqlx::query_scalar("SELECT id FROM accounts WHERE kind = 'user_available' AND user_id = $1 AND currency = $2")
+        .bind(user)
+        .bind(currency)
+        .fetch_one(&mut *db)
+        .await
 }
 
 /// Opens a deal's escrow account (once, when the deal is created).
-pub async fn open_escrow(
-    db: &mut PgConnection,
-    deal: DealId,
-    currency: Currency,
-) -> sqlx::Result<AccountId> {
+pub async fn open_escrow(db: &mut PgConnection, deal: DealId, currency: Currency) -> sqlx::Result<AccountId> {
     sqlx::query_scalar("INSERT INTO accounts (kind, currency, deal_id) VALUES ('deal_escrow', $1, $2) RETURNING id")
         .bind(currency)
         .bind(deal)
@@ -147,14 +137,8 @@ pub async fn transfer(
             .await;
         if let Err(err) = updated {
             return Err(match &err {
-                sqlx::Error::Database(db_err)
-                    if db_err.constraint() == Some("balance_not_negative") =>
-                {
-                    Rejection::conflict(
-                        "insufficient_funds",
-                        "the available balance does not cover this amount",
-                    )
-                    .into()
+                sqlx::Error::Database(db_err) if db_err.constraint() == Some("balance_not_negative") => {
+                    Rejection::conflict("insufficient_funds", "the available balance does not cover this amount").into()
                 }
                 _ => HandlerError::Database(err),
             });

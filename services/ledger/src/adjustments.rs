@@ -21,9 +21,7 @@ pub async fn adjust(
     reason: &str,
 ) -> HandlerResult<(u16, Option<Value>)> {
     if env.role != Role::Admin {
-        return Err(
-            Rejection::forbidden("forbidden", "balance adjustments need an admin key").into(),
-        );
+        return Err(Rejection::forbidden("forbidden", "balance adjustments need an admin key").into());
     }
     if amount.is_zero() || amount.scale() > currency.decimals() {
         return Err(Rejection::new(
@@ -42,8 +40,7 @@ pub async fn adjust(
             .with_details(json!({ "user_id": user_id }))
             .into());
     }
-    let operator =
-        accounts::external_account(db, ExternalAccount::OperatorAdjustments, currency).await?;
+    let operator = accounts::external_account(db, ExternalAccount::OperatorAdjustments, currency).await?;
     let available = accounts::user_account(db, user_id, currency).await?;
     let refs = TransferRefs {
         deal_id: None,
@@ -55,16 +52,7 @@ pub async fn adjust(
     } else {
         (available, operator)
     };
-    let transfer_id = accounts::transfer(
-        db,
-        from,
-        to,
-        amount.abs(),
-        currency,
-        TransferKind::Adjustment,
-        &refs,
-    )
-    .await?;
+    let transfer_id = accounts::transfer(db, from, to, amount.abs(), currency, TransferKind::Adjustment, &refs).await?;
     events::balance_changed(
         db,
         BalanceChange {
@@ -81,13 +69,12 @@ pub async fn adjust(
     if amount.is_sign_positive() {
         deals::fund_waiting(db, user_id, currency, env).await?;
     }
-    let (balance, created_at): (Decimal, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
-        "SELECT a.balance, t.created_at FROM accounts a, transfers t WHERE a.id = $1 AND t.id = $2",
-    )
-    .bind(available)
-    .bind(transfer_id)
-    .fetch_one(&mut *db)
-    .await?;
+    let (balance, created_at): (Decimal, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT a.balance, t.created_at FROM accounts a, transfers t WHERE a.id = $1 AND t.id = $2")
+            .bind(available)
+            .bind(transfer_id)
+            .fetch_one(&mut *db)
+            .await?;
     Ok((
         200,
         Some(json!({

@@ -61,14 +61,9 @@ pub async fn apply(db: &mut PgConnection, env: &CommandEnvelope) -> sqlx::Result
     Ok(reply(status, body))
 }
 
-async fn handle(
-    db: &mut PgConnection,
-    env: &CommandEnvelope,
-) -> HandlerResult<(u16, Option<Value>)> {
+async fn handle(db: &mut PgConnection, env: &CommandEnvelope) -> HandlerResult<(u16, Option<Value>)> {
     match &env.command {
-        Command::UpsertUser { external_id, name } => {
-            users::upsert(db, env, external_id, name).await
-        }
+        Command::UpsertUser { external_id, name } => users::upsert(db, env, external_id, name).await,
         Command::CreateDeal(new) => deals::create(db, env, new).await,
         Command::ActOnDeal {
             deal_id,

@@ -52,9 +52,7 @@ pub async fn durable(js: &JetStream, settings: &ConsumerSettings) -> anyhow::Res
             CONSUMER,
             pull::Config {
                 durable_name: Some(CONSUMER.to_owned()),
-                description: Some(
-                    "the ledger: applies commands and deposit observations".to_owned(),
-                ),
+                description: Some("the ledger: applies commands and deposit observations".to_owned()),
                 filter_subject: "guarantor.cmd.>".to_owned(),
                 deliver_policy: DeliverPolicy::All,
                 ack_policy: AckPolicy::Explicit,
@@ -144,18 +142,13 @@ async fn process_batch(
                         send_reply(nats, &item.message, &reply).await;
                         ack(&item.message, AckKind::Ack).await;
                     }
-                    Err(err) => {
-                        retry_or_dead_letter(js, settings, &item.message, &format!("{err:#}")).await
-                    }
+                    Err(err) => retry_or_dead_letter(js, settings, &item.message, &format!("{err:#}")).await,
                 }
             }
         }
         // The transaction as a whole failed (Postgres down, commit refused): nothing was applied.
         Err(err) => {
-            tracing::warn!(
-                error = format!("{err:#}"),
-                "batch not applied; will be redelivered"
-            );
+            tracing::warn!(error = format!("{err:#}"), "batch not applied; will be redelivered");
             for item in &incoming {
                 retry_or_dead_letter(js, settings, &item.message, &format!("{err:#}")).await;
             }
@@ -165,10 +158,7 @@ async fn process_batch(
 
 /// Applies every command in one transaction; a command that fails is rolled back to its savepoint
 /// and reported, the others commit.
-async fn apply_all(
-    pool: &PgPool,
-    incoming: &[Incoming],
-) -> anyhow::Result<Vec<Result<CommandReply, sqlx::Error>>> {
+async fn apply_all(pool: &PgPool, incoming: &[Incoming]) -> anyhow::Result<Vec<Result<CommandReply, sqlx::Error>>> {
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::with_capacity(incoming.len());
     for item in incoming {
@@ -215,18 +205,12 @@ async fn ack(message: &Message, kind: AckKind) {
     }
 }
 
-async fn retry_or_dead_letter(
-    js: &JetStream,
-    settings: &ConsumerSettings,
-    message: &Message,
-    error: &str,
-) {
+async fn retry_or_dead_letter(js: &JetStream, settings: &ConsumerSettings, message: &Message, error: &str) {
     let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
     if delivered >= settings.max_deliver {
         dead_letter(js, message, error).await;
     } else {
-        let backoff =
-            Duration::from_millis(200 * 2u64.pow(u32::try_from(delivered).unwrap_or(5).min(5)));
+        let backoff = Duration::from_millis(200 * 2u64.pow(u32::try_from(delivered).unwrap_or(5).min(5)));
         tracing::warn!(delivered, ?backoff, error, "command failed; retrying");
         ack(message, AckKind::Nak(Some(backoff))).await;
     }
@@ -234,13 +218,9 @@ async fn retry_or_dead_letter(
 
 /// Moves a message that cannot be processed to `GUARANTOR_DLQ` with its error, and stops its delivery.
 async fn dead_letter(js: &JetStream, message: &Message, error: &str) {
-    let sequence = message
-        .info()
-        .map(|info| info.stream_sequence)
-        .unwrap_or_default();
+    let sequence = message.info().map(|info| info.stream_sequence).unwrap_or_default();
     tracing::error!(subject = %message.subject, sequence, error, "message moved to the DLQ");
-    let mut headers =
-        guarantor_messaging::headers(&format!("dlq:{COMMAND_STREAM}:{sequence}"), None);
+    let mut headers = guarantor_messaging::headers(&format!("dlq:{COMMAND_STREAM}:{sequence}"), None);
     headers.insert("Guarantor-Error", error.replace(['\r', '\n'], " ").as_str());
     headers.insert("Guarantor-Original-Subject", message.subject.as_str());
     headers.insert("Guarantor-Original-Stream", COMMAND_STREAM);
@@ -248,10 +228,7 @@ async fn dead_letter(js: &JetStream, message: &Message, error: &str) {
     if let Some(original) = &message.headers {
         for (name, values) in original.iter() {
             if let Some(value) = values.first() {
-                headers.insert(
-                    format!("Guarantor-Original-{name}").as_str(),
-                    value.as_str(),
-                );
+                headers.insert(format!("Guarantor-Original-{name}").as_str(), value.as_str());
             }
         }
     }

@@ -4,8 +4,8 @@
 
 use guarantor_domain::deal::{decide, Money, Outcome, Refusal};
 use guarantor_domain::{
-    Actor, Amount, CommandEnvelope, Currency, DealAction, DealId, DealStatus, DisputeOpening,
-    NewDeal, Role, TenantId, UserId,
+    Actor, Amount, CommandEnvelope, Currency, DealAction, DealId, DealStatus, DisputeOpening, NewDeal, Role, TenantId,
+    UserId,
 };
 use guarantor_store::views::{self, DealView};
 use rust_decimal::Decimal;
@@ -21,9 +21,7 @@ fn to_json(view: &DealView) -> Result<Value, sqlx::Error> {
 }
 
 async fn view(db: &mut PgConnection, tenant: TenantId, id: DealId) -> sqlx::Result<DealView> {
-    views::deal(db, tenant, id)
-        .await?
-        .ok_or(sqlx::Error::RowNotFound)
+    views::deal(db, tenant, id).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
 pub async fn create(
@@ -41,17 +39,12 @@ pub async fn create(
     }
     Amount::from_stored(new.amount, new.currency)
         .map_err(|err| Rejection::new(422, "invalid_amount", err.to_string()))?;
-    for (field, user) in [
-        ("customer_id", new.customer_id),
-        ("performer_id", new.performer_id),
-    ] {
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND tenant_id = $2)",
-        )
-        .bind(user)
-        .bind(env.tenant_id)
-        .fetch_one(&mut *db)
-        .await?;
+    for (field, user) in [("customer_id", new.customer_id), ("performer_id", new.performer_id)] {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND tenant_id = $2)")
+            .bind(user)
+            .bind(env.tenant_id)
+            .fetch_one(&mut *db)
+            .await?;
         if !exists {
             return Err(Rejection::not_found("user", "user_not_found")
                 .with_details(json!({ "field": field, "user_id": user }))
@@ -106,11 +99,7 @@ async fn lock(db: &mut PgConnection, tenant: TenantId, id: DealId) -> HandlerRes
 }
 
 /// Who is acting: the arbiter key, or the deal's party named by `Acting-User`.
-fn actor_of(
-    env: &CommandEnvelope,
-    deal: &LockedDeal,
-    acting_user: Option<UserId>,
-) -> Result<Actor, Rejection> {
+fn actor_of(env: &CommandEnvelope, deal: &LockedDeal, acting_user: Option<UserId>) -> Result<Actor, Rejection> {
     match (env.role, acting_user) {
         (Role::Arbiter, _) => Ok(Actor::Arbiter),
         (Role::Platform, Some(user)) if user == deal.customer_id => Ok(Actor::Customer),
@@ -120,10 +109,7 @@ fn actor_of(
             "the acting user is not a party of this deal",
         )
         .with_details(json!({ "acting_user": user }))),
-        (Role::Platform, None) => Err(Rejection::forbidden(
-            "forbidden",
-            "this action needs an arbiter key",
-        )),
+        (Role::Platform, None) => Err(Rejection::forbidden("forbidden", "this action needs an arbiter key")),
         (Role::Admin, _) => Err(Rejection::forbidden(
             "forbidden",
             "deal actions need a platform or arbiter key",
@@ -192,12 +178,8 @@ pub async fn act(
             match money {
                 Money::None => {}
                 Money::Hold => hold(db, env, id, &deal).await?,
-                Money::Release => {
-                    pay_out(db, env, id, &deal, deal.performer_id, TransferKind::Release).await?
-                }
-                Money::Refund => {
-                    pay_out(db, env, id, &deal, deal.customer_id, TransferKind::Refund).await?
-                }
+                Money::Release => pay_out(db, env, id, &deal, deal.performer_id, TransferKind::Release).await?,
+                Money::Refund => pay_out(db, env, id, &deal, deal.customer_id, TransferKind::Refund).await?,
             }
             to
         }
@@ -212,13 +194,11 @@ pub async fn act(
             } else {
                 "performer"
             };
-            sqlx::query(
-                "UPDATE disputes SET resolution = $2, resolved_at = now() WHERE deal_id = $1",
-            )
-            .bind(id)
-            .bind(resolution)
-            .execute(&mut *db)
-            .await?;
+            sqlx::query("UPDATE disputes SET resolution = $2, resolved_at = now() WHERE deal_id = $1")
+                .bind(id)
+                .bind(resolution)
+                .execute(&mut *db)
+                .await?;
             changes["resolution"] = json!(resolution);
         }
         _ => {}
@@ -227,12 +207,8 @@ pub async fn act(
     events::deal_event(db, &view, deal.tenant_id, name, changes).await?;
     // Money that reached a user's available balance funds that user's waiting deals.
     match outcome {
-        Outcome::To(_, Money::Release) => {
-            fund_waiting(db, deal.performer_id, deal.currency, env).await?
-        }
-        Outcome::To(_, Money::Refund) => {
-            fund_waiting(db, deal.customer_id, deal.currency, env).await?
-        }
+        Outcome::To(_, Money::Release) => fund_waiting(db, deal.performer_id, deal.currency, env).await?,
+        Outcome::To(_, Money::Refund) => fund_waiting(db, deal.customer_id, deal.currency, env).await?,
         Outcome::To(_, Money::None | Money::Hold) | Outcome::HoldIfCovered { .. } => {}
     }
     if action == DealAction::Deny {
@@ -261,27 +237,19 @@ async fn open_dispute(
     opened_by: Option<UserId>,
     opening: &DisputeOpening,
 ) -> HandlerResult<()> {
-    let opened_by = opened_by
-        .ok_or_else(|| Rejection::new(400, "missing_acting_user", "Acting-User is required"))?;
-    sqlx::query(
-        "INSERT INTO disputes (deal_id, opened_by, title, description) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(id)
-    .bind(opened_by)
-    .bind(&opening.title)
-    .bind(&opening.description)
-    .execute(db)
-    .await?;
+    let opened_by = opened_by.ok_or_else(|| Rejection::new(400, "missing_acting_user", "Acting-User is required"))?;
+    sqlx::query("INSERT INTO disputes (deal_id, opened_by, title, description) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(opened_by)
+        .bind(&opening.title)
+        .bind(&opening.description)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
 /// Customer available → deal escrow.
-async fn hold(
-    db: &mut PgConnection,
-    env: &CommandEnvelope,
-    id: DealId,
-    deal: &LockedDeal,
-) -> HandlerResult<()> {
+async fn hold(db: &mut PgConnection, env: &CommandEnvelope, id: DealId, deal: &LockedDeal) -> HandlerResult<()> {
     hold_for(db, env, id, deal.customer_id, deal.amount, deal.currency).await
 }
 
@@ -300,16 +268,7 @@ async fn hold_for(
         command_id: Some(env.id),
         reason: None,
     };
-    let transfer_id = accounts::transfer(
-        db,
-        from,
-        escrow,
-        amount,
-        currency,
-        TransferKind::Hold,
-        &refs,
-    )
-    .await?;
+    let transfer_id = accounts::transfer(db, from, escrow, amount, currency, TransferKind::Hold, &refs).await?;
     events::balance_changed(
         db,
         BalanceChange {
@@ -342,16 +301,7 @@ async fn pay_out(
         command_id: Some(env.id),
         reason: None,
     };
-    let transfer_id = accounts::transfer(
-        db,
-        escrow,
-        available,
-        deal.amount,
-        deal.currency,
-        kind,
-        &refs,
-    )
-    .await?;
+    let transfer_id = accounts::transfer(db, escrow, available, deal.amount, deal.currency, kind, &refs).await?;
     let mut change = BalanceChange {
         user_id: to,
         currency: deal.currency,
@@ -391,15 +341,10 @@ pub async fn fund_waiting(
     if waiting.is_empty() {
         return Ok(());
     }
-    let to = match decide(
-        DealStatus::WaitingForPayment,
-        DealAction::Fund,
-        Actor::System,
-    ) {
+    let to = match decide(DealStatus::WaitingForPayment, DealAction::Fund, Actor::System) {
         Ok(Outcome::To(to, Money::Hold)) => to,
         other => {
-            let problem =
-                format!("the state machine must fund a waiting deal with a hold, not {other:?}");
+            let problem = format!("the state machine must fund a waiting deal with a hold, not {other:?}");
             return Err(HandlerError::Database(sqlx::Error::Protocol(problem)));
         }
     };

@@ -35,12 +35,7 @@ pub async fn list(js: &JetStream) -> anyhow::Result<Vec<DeadLetter>> {
         let Ok(message) = stream.get_raw_message(sequence).await else {
             continue;
         };
-        let header = |name: &str| {
-            message
-                .headers
-                .get(name)
-                .map(|value| value.as_str().to_owned())
-        };
+        let header = |name: &str| message.headers.get(name).map(|value| value.as_str().to_owned());
         letters.push(DeadLetter {
             sequence,
             subject: message.subject.to_string(),
@@ -62,28 +57,19 @@ pub async fn redrive(js: &JetStream, sequence: u64) -> anyhow::Result<String> {
         .headers
         .get("Guarantor-Original-Subject")
         .map(|value| value.as_str().to_owned())
-        .ok_or_else(|| {
-            anyhow::anyhow!("DLQ message {sequence} does not name its original subject")
-        })?;
-    let mut headers =
-        guarantor_messaging::headers(&format!("redrive:{DLQ_STREAM}:{sequence}"), None);
+        .ok_or_else(|| anyhow::anyhow!("DLQ message {sequence} does not name its original subject"))?;
+    let mut headers = guarantor_messaging::headers(&format!("redrive:{DLQ_STREAM}:{sequence}"), None);
     for (name, values) in message.headers.iter() {
         let name: &str = name.as_ref();
-        if let (Some(kept), Some(value)) =
-            (name.strip_prefix("Guarantor-Original-"), values.first())
-        {
+        if let (Some(kept), Some(value)) = (name.strip_prefix("Guarantor-Original-"), values.first()) {
             if kept != "Nats-Msg-Id" && !["Subject", "Stream", "Sequence"].contains(&kept) {
                 headers.insert(kept, value.as_str());
             }
         }
     }
-    js.publish_with_headers(
-        original.clone(),
-        headers,
-        Bytes::from(message.payload.to_vec()),
-    )
-    .await?
-    .await?;
+    js.publish_with_headers(original.clone(), headers, Bytes::from(message.payload.to_vec()))
+        .await?
+        .await?;
     stream.delete_message(sequence).await?;
     Ok(original)
 }

@@ -93,13 +93,5 @@ pub async fn balance_changed(db: &mut PgConnection, change: BalanceChange) -> sq
         "deal_id": change.deal_id,
         "reason": change.reason,
     });
-    emit(
-        db,
-        tenant_id,
-        "user",
-        change.user_id.get(),
-        "balance_changed",
-        data,
-    )
-    .await
+    emit(db, tenant_id, "user", change.user_id.get(), "balance_changed", data).await
 }

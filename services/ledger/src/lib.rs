@@ -33,12 +33,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let js = guarantor_messaging::jetstream(&nats);
     let wake = Arc::new(Notify::new());
-    let relay = tokio::spawn(outbox::relay(
-        pool.clone(),
-        js.clone(),
-        wake.clone(),
-        shutdown.clone(),
-    ));
+    let relay = tokio::spawn(outbox::relay(pool.clone(), js.clone(), wake.clone(), shutdown.clone()));
     let consumed = consumer::consume(pool, nats, js, settings, wake, shutdown.clone()).await;
     shutdown.cancel();
     relay.await?;

@@ -36,11 +36,7 @@ pub async fn relay(pool: PgPool, js: JetStream, wake: Arc<Notify>, shutdown: Can
             Err(err) => {
                 failures = failures.saturating_add(1);
                 let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
-                tracing::warn!(
-                    error = format!("{err:#}"),
-                    ?backoff,
-                    "outbox relay failed; retrying"
-                );
+                tracing::warn!(error = format!("{err:#}"), ?backoff, "outbox relay failed; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {},
                     () = shutdown.cancelled() => {},
@@ -74,10 +70,7 @@ pub async fn publish_pending(pool: &PgPool, js: &JetStream) -> anyhow::Result<us
     for (_, event_id, subject, payload) in &rows {
         let headers = guarantor_messaging::headers(&event_id.to_string(), None);
         let body = Bytes::from(serde_json::to_vec(payload)?);
-        acks.push(
-            js.publish_with_headers(subject.clone(), headers, body)
-                .await?,
-        );
+        acks.push(js.publish_with_headers(subject.clone(), headers, body).await?);
     }
     for ack in acks {
         ack.await?;

@@ -15,10 +15,7 @@ pub struct Violation {
 pub async fn check(pool: &PgPool) -> sqlx::Result<Vec<Violation>> {
     let mut violations = Vec::new();
     let mut found = |invariant: u8, rows: Vec<String>| {
-        violations.extend(
-            rows.into_iter()
-                .map(|detail| Violation { invariant, detail }),
-        );
+        violations.extend(rows.into_iter().map(|detail| Violation { invariant, detail }));
     };
 
     // 1. Per currency, the balances of all accounts add up to zero.

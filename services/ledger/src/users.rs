@@ -15,17 +15,23 @@ pub async fn upsert(
     name: &str,
 ) -> HandlerResult<(u16, Option<Value>)> {
     let (user, created): (UserView, bool) = {
-        let row: (UserId, String, String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, bool) =
-            sqlx::query_as(
-                "INSERT INTO users (tenant_id, external_id, name) VALUES ($1, $2, $3)
+        let row: (
+            UserId,
+            String,
+            String,
+            chrono::DateTime<chrono::Utc>,
+            chrono::DateTime<chrono::Utc>,
+            bool,
+        ) = sqlx::query_as(
+            "INSERT INTO users (tenant_id, external_id, name) VALUES ($1, $2, $3)
                  ON CONFLICT (tenant_id, external_id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()
                  RETURNING id, external_id, name, created_at, updated_at, (xmax = 0) AS created",
-            )
-            .bind(env.tenant_id)
-            .bind(external_id)
-            .bind(name)
-            .fetch_one(&mut *db)
-            .await?;
+        )
+        .bind(env.tenant_id)
+        .bind(external_id)
+        .bind(name)
+        .fetch_one(&mut *db)
+        .await?;
         let (id, external_id, name, created_at, updated_at, created) = row;
         (
             UserView {

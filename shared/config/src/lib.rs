@@ -104,9 +104,7 @@ impl Config {
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let env = Vars(vars);
         let hd_secret = match (env.secret("HD_SEED")?, env.secret("HD_MNEMONIC")?) {
-            (Some(_), Some(_)) => {
-                return Err(env.error("HD_SEED", "set either HD_SEED or HD_MNEMONIC, not both"))
-            }
+            (Some(_), Some(_)) => return Err(env.error("HD_SEED", "set either HD_SEED or HD_MNEMONIC, not both")),
             (Some(seed), None) => Some(HdSecret::Seed(validate_seed(&env, seed)?)),
             (None, Some(phrase)) => Some(HdSecret::Mnemonic(validate_mnemonic(&env, phrase)?)),
             (None, None) => None,
@@ -123,15 +121,12 @@ impl Config {
             database_url: env
                 .secret("DATABASE_URL")?
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
-            nats_url: env
-                .secret("NATS_URL")?
-                .unwrap_or_else(|| DEFAULT_NATS_URL.into()),
+            nats_url: env.secret("NATS_URL")?.unwrap_or_else(|| DEFAULT_NATS_URL.into()),
             http_addr: env.parsed_or("HTTP_ADDR", DEFAULT_HTTP_ADDR)?,
             tron: TronConfig {
                 node_url: env.url("TRON_NODE_URL")?,
                 api_key: env.secret("TRON_API_KEY")?,
-                usdt_contract: env
-                    .parsed_or("TRON_USDT_CONTRACT", guarantor_tron::MAINNET_USDT_CONTRACT)?,
+                usdt_contract: env.parsed_or("TRON_USDT_CONTRACT", guarantor_tron::MAINNET_USDT_CONTRACT)?,
                 main_wallet: env.parsed("TRON_MAIN_WALLET")?,
                 fee_wallet_key: env.secret("TRON_FEE_WALLET_KEY")?,
                 hd_secret,
@@ -165,10 +160,7 @@ fn validate_seed(env: &Vars<'_>, seed: SecretString) -> Result<SecretString, Con
 fn validate_mnemonic(env: &Vars<'_>, phrase: SecretString) -> Result<SecretString, ConfigError> {
     let words = phrase.expose_secret().split_whitespace().count();
     if ![12, 15, 18, 21, 24].contains(&words) {
-        return Err(env.error(
-            "HD_MNEMONIC",
-            "must be a BIP-39 phrase of 12, 15, 18, 21 or 24 words",
-        ));
+        return Err(env.error("HD_MNEMONIC", "must be a BIP-39 phrase of 12, 15, 18, 21 or 24 words"));
     }
     Ok(phrase)
 }
@@ -266,10 +258,7 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     fn error_of(pairs: &[(&str, &str)]) -> ConfigError {
@@ -316,10 +305,7 @@ mod tests {
             ("GUARANTOR_HD_SEED", seed),
             ("GUARANTOR_TRON_FEE_WALLET_KEY", "feekey-very-secret"),
             ("GUARANTOR_SENTRY_DSN", "https://public@sentry.example/1"),
-            (
-                "GUARANTOR_DATABASE_URL",
-                "postgres://app:db-password@db/guarantor",
-            ),
+            ("GUARANTOR_DATABASE_URL", "postgres://app:db-password@db/guarantor"),
         ]))
         .unwrap();
         let debug = format!("{config:?}");
@@ -332,12 +318,12 @@ mod tests {
     fn a_secret_can_come_from_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mnemonic");
-        std::fs::write(&path, "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about\n").unwrap();
-        let config = Config::from_vars(&vars(&[(
-            "GUARANTOR_HD_MNEMONIC_FILE",
-            path.to_str().unwrap(),
-        )]))
+        std::fs::write(
+            &path,
+            "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about\n",
+        )
         .unwrap();
+        let config = Config::from_vars(&vars(&[("GUARANTOR_HD_MNEMONIC_FILE", path.to_str().unwrap())])).unwrap();
         match config.tron.hd_secret {
             Some(HdSecret::Mnemonic(phrase)) => assert!(phrase.expose_secret().ends_with("about")),
             other => panic!("expected a mnemonic, got {other:?}"),

@@ -122,14 +122,8 @@ mod tests {
             },
         };
         let wire = serde_json::to_string(&envelope).unwrap();
-        assert!(
-            wire.contains("\"-1.500000\""),
-            "amounts travel as strings: {wire}"
-        );
-        assert_eq!(
-            serde_json::from_str::<CommandEnvelope>(&wire).unwrap(),
-            envelope
-        );
+        assert!(wire.contains("\"-1.500000\""), "amounts travel as strings: {wire}");
+        assert_eq!(serde_json::from_str::<CommandEnvelope>(&wire).unwrap(), envelope);
         assert_eq!(envelope.subject(), "guarantor.cmd.balance.adjust");
     }
 }

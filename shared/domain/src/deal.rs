@@ -6,9 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum DealStatus {
@@ -141,12 +139,7 @@ pub enum Actor {
 }
 
 impl Actor {
-    pub const ALL: [Actor; 4] = [
-        Actor::Customer,
-        Actor::Performer,
-        Actor::Arbiter,
-        Actor::System,
-    ];
+    pub const ALL: [Actor; 4] = [Actor::Customer, Actor::Performer, Actor::Arbiter, Actor::System];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -334,11 +327,7 @@ pub fn decide(status: DealStatus, action: DealAction, actor: Actor) -> Result<Ou
 
 /// The statuses an action is possible from, for documentation.
 pub fn statuses_for(action: DealAction) -> Vec<DealStatus> {
-    let mut from: Vec<DealStatus> = RULES
-        .iter()
-        .filter(|r| r.action == action)
-        .map(|r| r.from)
-        .collect();
+    let mut from: Vec<DealStatus> = RULES.iter().filter(|r| r.action == action).map(|r| r.from).collect();
     from.dedup();
     from
 }
@@ -381,15 +370,9 @@ mod tests {
                 waiting: S::WaitingForPayment,
             }),
             (S::WaitingForPayment, A::Fund, System) => to(S::Confirmed, Money::Hold),
-            (S::Created | S::WaitingForPayment, A::Cancel, Customer) => {
-                to(S::Cancelled, Money::None)
-            }
-            (S::ConfirmPerformer | S::Confirmed, A::Dispute, Customer | Performer) => {
-                to(S::Dispute, Money::None)
-            }
-            (S::ConfirmPerformer | S::Confirmed, A::Close, Customer) => {
-                to(S::Close, Money::Release)
-            }
+            (S::Created | S::WaitingForPayment, A::Cancel, Customer) => to(S::Cancelled, Money::None),
+            (S::ConfirmPerformer | S::Confirmed, A::Dispute, Customer | Performer) => to(S::Dispute, Money::None),
+            (S::ConfirmPerformer | S::Confirmed, A::Close, Customer) => to(S::Close, Money::Release),
             (S::Dispute, A::ClosePerformer, Arbiter) => to(S::ArbClosePerformer, Money::Release),
             (S::Dispute, A::CloseCustomer, Arbiter) => to(S::ArbCloseCustomer, Money::Refund),
             _ => None,
@@ -411,15 +394,11 @@ mod tests {
                         None => match decided {
                             Err(Refusal::WrongActor { allowed }) => {
                                 assert!(!allowed.contains(&actor));
-                                assert!(DealStatus::ALL
-                                    .iter()
-                                    .all(|s| contract(*s, action, actor).is_none()));
+                                assert!(DealStatus::ALL.iter().all(|s| contract(*s, action, actor).is_none()));
                             }
                             Err(Refusal::InvalidTransition { current }) => {
                                 assert_eq!(current, status);
-                                assert!(DealStatus::ALL
-                                    .iter()
-                                    .any(|s| contract(*s, action, actor).is_some()));
+                                assert!(DealStatus::ALL.iter().any(|s| contract(*s, action, actor).is_some()));
                             }
                             Ok(outcome) => {
                                 panic!("{status} {action:?} {actor:?} allowed as {outcome:?}")
@@ -442,11 +421,7 @@ mod tests {
                 let enters_funding = !r.from.is_funded() && to.is_funded();
                 let leaves_funding = r.from.is_funded() && !to.is_funded();
                 assert_eq!(enters_funding, money == Money::Hold, "{r:?}");
-                assert_eq!(
-                    leaves_funding,
-                    matches!(money, Money::Release | Money::Refund),
-                    "{r:?}"
-                );
+                assert_eq!(leaves_funding, matches!(money, Money::Release | Money::Refund), "{r:?}");
             }
         }
     }

@@ -141,21 +141,8 @@ mod tests {
     #[test]
     fn serial_ids_accept_only_plain_positive_integers() {
         assert_eq!("42".parse::<DealId>().map(DealId::get), Ok(42));
-        for bad in [
-            "",
-            "0",
-            "-1",
-            "+1",
-            " 1",
-            "1.0",
-            "abc",
-            "99999999999999999999",
-        ] {
-            assert_eq!(
-                bad.parse::<DealId>(),
-                Err(IdError::NotPositiveInteger),
-                "{bad:?}"
-            );
+        for bad in ["", "0", "-1", "+1", " 1", "1.0", "abc", "99999999999999999999"] {
+            assert_eq!(bad.parse::<DealId>(), Err(IdError::NotPositiveInteger), "{bad:?}");
         }
     }
 

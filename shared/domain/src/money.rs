@@ -8,9 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A currency the service holds. Conversions to chain base units happen at the chain boundary only.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema, sqlx::Type,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema, sqlx::Type)]
 #[sqlx(type_name = "text")]
 pub enum Currency {
     #[schema(rename = "USDT")]
@@ -195,10 +193,7 @@ mod tests {
     #[test]
     fn amounts_keep_the_currency_scale_on_the_wire() {
         assert_eq!(usdt("12.5").unwrap().to_string(), "12.500000");
-        assert_eq!(
-            serde_json::to_string(&usdt("1").unwrap()).unwrap(),
-            "\"1.000000\""
-        );
+        assert_eq!(serde_json::to_string(&usdt("1").unwrap()).unwrap(), "\"1.000000\"");
         assert_eq!(usdt("0.000001").unwrap().to_string(), "0.000001");
         assert_eq!(
             usdt("1.2300000").unwrap().to_string(),
@@ -209,35 +204,22 @@ mod tests {
 
     #[test]
     fn excess_precision_is_rejected_not_rounded() {
-        assert_eq!(
-            usdt("0.0000001"),
-            Err(AmountError::TooPrecise { decimals: 6 })
-        );
-        assert_eq!(
-            usdt("1.0000005"),
-            Err(AmountError::TooPrecise { decimals: 6 })
-        );
+        assert_eq!(usdt("0.0000001"), Err(AmountError::TooPrecise { decimals: 6 }));
+        assert_eq!(usdt("1.0000005"), Err(AmountError::TooPrecise { decimals: 6 }));
     }
 
     #[test]
     fn zero_negative_and_huge_amounts_are_rejected() {
         assert_eq!(usdt("0"), Err(AmountError::NotPositive));
         assert_eq!(usdt("-1"), Err(AmountError::NotPositive));
-        assert_eq!(
-            usdt("1000000000.000001"),
-            Err(AmountError::AboveMaximum { max: max() })
-        );
+        assert_eq!(usdt("1000000000.000001"), Err(AmountError::AboveMaximum { max: max() }));
         assert!(usdt("1000000000").is_ok());
     }
 
     #[test]
     fn garbage_is_not_a_decimal() {
         for bad in ["", "abc", "1,5", "NaN", "inf", "0x10", "1.2.3", " "] {
-            assert_eq!(
-                RawAmount::parse(bad),
-                Err(AmountError::NotADecimal),
-                "{bad:?}"
-            );
+            assert_eq!(RawAmount::parse(bad), Err(AmountError::NotADecimal), "{bad:?}");
         }
     }
 

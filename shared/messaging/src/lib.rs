@@ -121,12 +121,7 @@ pub async fn apply_streams(js: &JetStream) -> Result<Vec<String>, MessagingError
                 .await
                 .map(|stream| stream.cached_info().clone())
         }
-        .map_err(|err| {
-            MessagingError::new(
-                MessagingErrorKind::ApplyStream,
-                format!("{}: {err}", definition.name),
-            )
-        })?;
+        .map_err(|err| MessagingError::new(MessagingErrorKind::ApplyStream, format!("{}: {err}", definition.name)))?;
         applied.push(definition.name);
     }
     Ok(applied)
@@ -166,11 +161,7 @@ mod tests {
 
     #[test]
     fn the_shipped_stream_definitions_parse_and_cover_every_stream() {
-        let names: Vec<String> = stream_definitions()
-            .unwrap()
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
+        let names: Vec<String> = stream_definitions().unwrap().into_iter().map(|d| d.name).collect();
         assert_eq!(names, [COMMAND_STREAM, EVENT_STREAM, DLQ_STREAM]);
     }
 }

@@ -49,10 +49,7 @@ async fn a_republished_message_id_is_stored_once_and_carries_the_request_id() {
     assert_eq!(stream.info().await.unwrap().state.messages, 1);
     let stored = stream.get_raw_message(first.sequence).await.unwrap();
     let headers = stored.headers;
-    assert_eq!(
-        headers.get("x-request-id").map(|v| v.as_str()),
-        Some("req-42")
-    );
+    assert_eq!(headers.get("x-request-id").map(|v| v.as_str()), Some("req-42"));
 }
 
 /// Two tests running at once each see only their own server's messages.
@@ -65,15 +62,9 @@ async fn parallel_tests_do_not_share_nats_state() {
     apply_streams(&left_js).await.unwrap();
     apply_streams(&right_js).await.unwrap();
 
-    publish(
-        &left_js,
-        "guarantor.cmd.only-left".into(),
-        "m",
-        None,
-        Bytes::new(),
-    )
-    .await
-    .unwrap();
+    publish(&left_js, "guarantor.cmd.only-left".into(), "m", None, Bytes::new())
+        .await
+        .unwrap();
 
     let mut right_stream = right_js.get_stream(COMMAND_STREAM).await.unwrap();
     assert_eq!(right_stream.info().await.unwrap().state.messages, 0);

@@ -22,10 +22,7 @@ pub enum StoreError {
     #[error("cannot reach Postgres: {0}")]
     Unreachable(sqlx::Error),
     #[error("cannot create database {database}: {source}")]
-    CreateDatabase {
-        database: String,
-        source: sqlx::Error,
-    },
+    CreateDatabase { database: String, source: sqlx::Error },
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -54,12 +51,11 @@ pub async fn ensure_database(url: &SecretString) -> Result<(), StoreError> {
     let mut admin = PgConnection::connect_with(&target.clone().database("postgres"))
         .await
         .map_err(StoreError::Unreachable)?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&database)
-            .fetch_one(&mut admin)
-            .await
-            .map_err(StoreError::Unreachable)?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&database)
+        .fetch_one(&mut admin)
+        .await
+        .map_err(StoreError::Unreachable)?;
     if !exists {
         let statement = format!("CREATE DATABASE \"{}\"", database.replace('"', "\"\""));
         sqlx::raw_sql(&statement)
@@ -83,8 +79,5 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 /// Whether Postgres answers a trivial query within a second.
 pub async fn ping(pool: &PgPool) -> bool {
     let query = sqlx::query("SELECT 1").execute(pool);
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), query).await,
-        Ok(Ok(_))
-    )
+    matches!(tokio::time::timeout(Duration::from_secs(1), query).await, Ok(Ok(_)))
 }

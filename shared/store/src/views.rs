@@ -116,39 +116,26 @@ impl From<DealRow> for DealView {
     }
 }
 
-const DEAL_SELECT: &str =
-    "SELECT d.id, d.title, d.description, d.amount, d.currency, d.customer_id, d.performer_id,
+const DEAL_SELECT: &str = "SELECT d.id, d.title, d.description, d.amount, d.currency, d.customer_id, d.performer_id,
         d.status, d.deadline_at, d.funded_at, d.created_at, d.updated_at,
         s.opened_by, s.title AS dispute_title, s.description AS dispute_description, s.opened_at,
         s.resolution, s.resolved_at
      FROM deals d LEFT JOIN disputes s ON s.deal_id = d.id";
 
-pub async fn user(
-    db: impl PgExecutor<'_>,
-    tenant: TenantId,
-    id: UserId,
-) -> sqlx::Result<Option<UserView>> {
-    sqlx::query_as(
-        "SELECT id, external_id, name, created_at, updated_at FROM users WHERE id = $1 AND tenant_id = $2",
-    )
-    .bind(id)
-    .bind(tenant)
-    .fetch_optional(db)
-    .await
+pub async fn user(db: impl PgExecutor<'_>, tenant: TenantId, id: UserId) -> sqlx::Result<Option<UserView>> {
+    sqlx::query_as("SELECT id, external_id, name, created_at, updated_at FROM users WHERE id = $1 AND tenant_id = $2")
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(db)
+        .await
 }
 
-pub async fn deal(
-    db: impl PgExecutor<'_>,
-    tenant: TenantId,
-    id: DealId,
-) -> sqlx::Result<Option<DealView>> {
-    let row: Option<DealRow> = sqlx::query_as(&format!(
-        "{DEAL_SELECT} WHERE d.id = $1 AND d.tenant_id = $2"
-    ))
-    .bind(id)
-    .bind(tenant)
-    .fetch_optional(db)
-    .await?;
+pub async fn deal(db: impl PgExecutor<'_>, tenant: TenantId, id: DealId) -> sqlx::Result<Option<DealView>> {
+    let row: Option<DealRow> = sqlx::query_as(&format!("{DEAL_SELECT} WHERE d.id = $1 AND d.tenant_id = $2"))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(db)
+        .await?;
     Ok(row.map(DealView::from))
 }
 
@@ -162,11 +149,7 @@ pub struct DealFilter {
     pub limit: i64,
 }
 
-pub async fn deals(
-    db: impl PgExecutor<'_>,
-    tenant: TenantId,
-    filter: DealFilter,
-) -> sqlx::Result<Vec<DealView>> {
+pub async fn deals(db: impl PgExecutor<'_>, tenant: TenantId, filter: DealFilter) -> sqlx::Result<Vec<DealView>> {
     let rows: Vec<DealRow> = sqlx::query_as(&format!(
         "{DEAL_SELECT}
          WHERE d.tenant_id = $1

@@ -48,11 +48,8 @@ pub fn init(
     format: LogFormat,
     sentry_dsn: Option<&SecretString>,
 ) -> Result<TelemetryGuard, TelemetryError> {
-    let sentry = sentry_dsn
-        .map(|dsn| start_sentry(service, dsn))
-        .transpose()?;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let sentry = sentry_dsn.map(|dsn| start_sentry(service, dsn)).transpose()?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let fmt_layer = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -71,14 +68,8 @@ pub fn init(
     Ok(TelemetryGuard { _sentry: sentry })
 }
 
-fn start_sentry(
-    service: &'static str,
-    dsn: &SecretString,
-) -> Result<sentry::ClientInitGuard, TelemetryError> {
-    let dsn: sentry::types::Dsn = dsn
-        .expose_secret()
-        .parse()
-        .map_err(|_| TelemetryError::BadSentryDsn)?;
+fn start_sentry(service: &'static str, dsn: &SecretString) -> Result<sentry::ClientInitGuard, TelemetryError> {
+    let dsn: sentry::types::Dsn = dsn.expose_secret().parse().map_err(|_| TelemetryError::BadSentryDsn)?;
     let guard = sentry::init(sentry::ClientOptions {
         dsn: Some(dsn),
         release: sentry::release_name!(),
@@ -168,11 +159,7 @@ mod tests {
         });
         let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert!(logs.contains("starting"), "the line was written: {logs}");
-        for secret in [
-            "fee-wallet-private-key",
-            "eleven twelve",
-            "tron-api-key-value",
-        ] {
+        for secret in ["fee-wallet-private-key", "eleven twelve", "tron-api-key-value"] {
             assert!(!logs.contains(secret), "{secret} leaked into {logs}");
         }
     }
@@ -180,9 +167,6 @@ mod tests {
     #[test]
     fn a_malformed_sentry_dsn_is_refused() {
         let dsn: SecretString = "not a dsn".into();
-        assert!(matches!(
-            start_sentry("test", &dsn),
-            Err(TelemetryError::BadSentryDsn)
-        ));
+        assert!(matches!(start_sentry("test", &dsn), Err(TelemetryError::BadSentryDsn)));
     }
 }

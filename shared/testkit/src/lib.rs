@@ -24,8 +24,7 @@ fn admin_url() -> String {
 }
 
 fn admin_options() -> PgConnectOptions {
-    PgConnectOptions::from_str(&admin_url())
-        .expect("GUARANTOR_TEST_DATABASE_URL must be a Postgres URL")
+    PgConnectOptions::from_str(&admin_url()).expect("GUARANTOR_TEST_DATABASE_URL must be a Postgres URL")
 }
 
 /// A freshly created and migrated database, dropped when this value is dropped.
@@ -84,9 +83,7 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs outside any async context we could borrow, so a short-lived runtime does the work.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async move {
                 let mut admin = PgConnection::connect_with(&admin_options()).await?;
                 sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -156,10 +153,7 @@ async fn wait_until_listening(child: &mut Child, port: u16) -> bool {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -58,14 +58,13 @@ pub async fn get(
             body,
         }));
     }
-    let accepted: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM accepted_commands WHERE id = $1 AND tenant_id = $2)",
-    )
-    .bind(id)
-    .bind(principal.tenant_id)
-    .fetch_one(&state.pool)
-    .await
-    .map_err(unavailable)?;
+    let accepted: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accepted_commands WHERE id = $1 AND tenant_id = $2)")
+            .bind(id)
+            .bind(principal.tenant_id)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(unavailable)?;
     if !accepted {
         return Err(ApiError::not_found("command"));
     }

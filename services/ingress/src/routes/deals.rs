@@ -7,9 +7,7 @@ use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use guarantor_domain::deal::{actors_of, markdown_table, statuses_for};
-use guarantor_domain::{
-    Command, DealAction, DealId, DealStatus, DisputeOpening, NewDeal, RawAmount, Role, UserId,
-};
+use guarantor_domain::{Command, DealAction, DealId, DealStatus, DisputeOpening, NewDeal, RawAmount, Role, UserId};
 use guarantor_store::views::{self, DealFilter, DealView};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -171,26 +169,16 @@ pub async fn list(
 ) -> Result<Json<DealPage>, ApiError> {
     let limit = params.limit.unwrap_or(LIST_LIMIT_DEFAULT);
     if !(1..=LIST_LIMIT_MAX).contains(&limit) {
-        return Err(
-            ApiError::validation(format!("limit must be 1 to {LIST_LIMIT_MAX}"))
-                .with_details(serde_json::json!({ "field": "limit" })),
-        );
+        return Err(ApiError::validation(format!("limit must be 1 to {LIST_LIMIT_MAX}"))
+            .with_details(serde_json::json!({ "field": "limit" })));
     }
     let before = params
         .cursor
         .as_deref()
         .map(|cursor| cursor.parse::<DealId>())
         .transpose()
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                "cursor must be a next_cursor from a previous page",
-            )
-        })?;
-    let user_id: Option<UserId> = params
-        .user_id
-        .map(|id| validate::user_id("user_id", id))
-        .transpose()?;
+        .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor must be a next_cursor from a previous page"))?;
+    let user_id: Option<UserId> = params.user_id.map(|id| validate::user_id("user_id", id)).transpose()?;
     principal.require(&[Role::Platform, Role::Arbiter])?;
     let filter = DealFilter {
         status: params.status,
@@ -403,10 +391,7 @@ pub fn document_state_machine(doc: &mut OpenApi) {
         let Some((_, action)) = actions.iter().find(|(suffix, _)| path.ends_with(suffix)) else {
             continue;
         };
-        let from: Vec<String> = statuses_for(*action)
-            .iter()
-            .map(|s| format!("`{s}`"))
-            .collect();
+        let from: Vec<String> = statuses_for(*action).iter().map(|s| format!("`{s}`")).collect();
         let actors: Vec<&str> = actors_of(*action).iter().map(|a| a.as_str()).collect();
         let note = format!(
             "\n\nAllowed from {} by the {}; otherwise 409 `invalid_transition` (wrong status) or 403 (wrong party or role).",
@@ -420,10 +405,7 @@ pub fn document_state_machine(doc: &mut OpenApi) {
     }
     if let Some(tags) = doc.tags.as_mut() {
         if let Some(tag) = tags.iter_mut().find(|tag| tag.name == "deals") {
-            tag.description = Some(format!(
-                "Deals and their state machine:\n\n{}",
-                markdown_table()
-            ));
+            tag.description = Some(format!("Deals and their state machine:\n\n{}", markdown_table()));
         }
     }
 }

@@ -47,10 +47,7 @@ pub struct Gateway {
         (status = 403, body = ErrorBody)
     )
 )]
-pub async fn list(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<Json<Vec<Gateway>>, ApiError> {
+pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Json<Vec<Gateway>>, ApiError> {
     principal.require(&[Role::Platform])?;
     let currency = Currency::Usdt;
     let smallest_unit = rust_decimal::Decimal::new(1, currency.decimals());

@@ -29,12 +29,7 @@ pub fn currency(field: &'static str, code: &str) -> Result<Currency, ApiError> {
     })
 }
 
-pub fn amount(
-    field: &'static str,
-    raw: RawAmount,
-    currency: Currency,
-    max: Decimal,
-) -> Result<Amount, ApiError> {
+pub fn amount(field: &'static str, raw: RawAmount, currency: Currency, max: Decimal) -> Result<Amount, ApiError> {
     Amount::new(raw, currency, max).map_err(|err| invalid_amount(field, &err.to_string()))
 }
 
@@ -58,8 +53,8 @@ pub fn signed_amount(
     if value.is_zero() {
         return Err(invalid_amount(field, "must not be zero"));
     }
-    let magnitude = RawAmount::parse(&value.abs().to_string())
-        .map_err(|err| invalid_amount(field, &err.to_string()))?;
+    let magnitude =
+        RawAmount::parse(&value.abs().to_string()).map_err(|err| invalid_amount(field, &err.to_string()))?;
     let magnitude = amount(field, magnitude, currency, max)?;
     Ok(if value.is_sign_negative() {
         -magnitude.value()
@@ -70,7 +65,6 @@ pub fn signed_amount(
 
 pub fn user_id(field: &'static str, value: i64) -> Result<UserId, ApiError> {
     UserId::new(value).map_err(|_| {
-        ApiError::validation(format!("{field} must be a positive integer"))
-            .with_details(json!({ "field": field }))
+        ApiError::validation(format!("{field} must be a positive integer")).with_details(json!({ "field": field }))
     })
 }
