@@ -329,3 +329,57 @@ async fn a_poison_message_goes_to_the_dlq_and_can_be_listed_and_redriven() {
     let state = dlq.info().await.unwrap().state.clone();
     assert_eq!((state.messages, state.last_sequence), (1, 2));
 }
+
+#[tokio::test]
+async fn a_command_accepted_while_no_ledger_runs_answers_202_and_is_applied_when_one_starts() {
+    let system = System::start(&["ingress"], &[("GUARANTOR_COMMAND_TIMEOUT_MS", "300")]).await;
+
+    let accepted = system
+        .post("/api/v1/user")
+        .json(serde_json::json!({ "external_id": "late" }))
+        .send()
+        .await;
+
+    assert_eq!(accepted.status, StatusCode::ACCEPTED, "{}", accepted.text);
+    assert_eq!(accepted.body["status"], "pending");
+    let id = accepted.body["command_id"].as_str().unwrap().to_owned();
+    let pending = system.get(&format!("/api/v1/commands/{id}")).send().await;
+    assert_eq!(pending.body["status"], "pending", "{}", pending.text);
+
+    let _ledger = system.extra_ledger();
+    let mut done = pending;
+    for _ in 0..200 {
+        done = system.get(&format!("/api/v1/commands/{id}")).send().await;
+        if done.body["status"] == "done" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(done.body["status"], "done", "{}", done.text);
+    assert_eq!(done.body["http_status"], 200);
+    assert_eq!(done.body["body"]["external_id"], "late");
+    let unknown = system
+        .get(&format!("/api/v1/commands/{}", CommandId::generate()))
+        .send()
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_command_answers_503_in_the_error_shape_when_nats_is_down() {
+    let mut system = System::up().await;
+    let before = system.snapshot().await;
+
+    system.stop_nats();
+    let answer = system
+        .post("/api/v1/user")
+        .json(serde_json::json!({ "external_id": "lost" }))
+        .send()
+        .await;
+
+    assert_eq!(
+        (answer.status, answer.error_code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    );
+    assert_eq!(system.snapshot().await["users"], before["users"]);
+}

@@ -37,19 +37,27 @@ pub struct System {
     pub http: reqwest::Client,
     pub db: TestDb,
     pub nats: TestNats,
+    /// Set by `stop_nats`: the stopped server's store, kept so nothing else reuses the directory.
+    stopped_nats: bool,
     pub data_dir: tempfile::TempDir,
     pub child: Child,
 }
 
 impl System {
     pub async fn up() -> Self {
+        Self::start(&["up"], &[]).await
+    }
+
+    /// Runs `guarantor <args>` (a whole `up`, or one part such as `ingress`) with extra variables.
+    pub async fn start(args: &[&str], vars: &[(&str, &str)]) -> Self {
         let (db, nats) = tokio::join!(TestDb::new(), TestNats::start());
         let data_dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(data_dir.path().join("guarantor.log")).unwrap();
         let child = command(db.url().expose_secret(), &nats.url_string(), data_dir.path())
             .env("GUARANTOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .arg("up")
+            .envs(vars.iter().copied())
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -59,10 +67,14 @@ impl System {
             http: reqwest::Client::new(),
             db,
             nats,
+            stopped_nats: false,
             data_dir,
             child,
         };
         system.wait_until_healthy().await;
+        if args.first() != Some(&"up") {
+            system.create_dev_keys().await;
+        }
         system
     }
 
@@ -78,6 +90,12 @@ impl System {
         }
         let log = std::fs::read_to_string(self.data_dir.path().join("guarantor.log")).unwrap_or_default();
         panic!("guarantor up did not become healthy within 30 s; its log:\n{log}");
+    }
+
+    /// Kills this system's nats-server (the system keeps running without it).
+    pub fn stop_nats(&mut self) {
+        self.nats.kill();
+        self.stopped_nats = true;
     }
 
     /// Starts another ledger replica (`guarantor ledger`) sharing the durable consumer; it is killed
@@ -105,6 +123,22 @@ impl System {
         let text = std::fs::read_to_string(self.data_dir.path().join("dev-api-keys.json")).unwrap();
         let keys: serde_json::Value = serde_json::from_str(&text).unwrap();
         keys[role].as_str().unwrap().to_owned()
+    }
+
+    /// Writes dev keys the way `up` does, for systems started without `up`.
+    async fn create_dev_keys(&self) {
+        let mut keys = serde_json::Map::new();
+        for role in guarantor_domain::Role::ALL {
+            let created = guarantor_ingress::api_keys::create(&self.db.pool, "dev", role)
+                .await
+                .unwrap();
+            keys.insert(role.as_str().to_owned(), created.key.expose_secret().into());
+        }
+        std::fs::write(
+            self.data_dir.path().join("dev-api-keys.json"),
+            serde_json::to_string(&keys).unwrap(),
+        )
+        .unwrap();
     }
 
     /// Sends SIGTERM and waits for the process to exit.

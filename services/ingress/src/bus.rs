@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 
 type Waiters = Arc<Mutex<HashMap<CommandId, oneshot::Sender<CommandReply>>>>;
 
+/// How long JetStream may take to store a command before the request answers 503.
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How a submission ended.
 #[derive(Debug)]
 pub enum Submitted {
@@ -103,7 +106,7 @@ impl CommandBus {
         let payload = serde_json::to_vec(envelope).map_err(|err| BusError(err.to_string()))?;
         let mut headers = guarantor_messaging::headers(&envelope.id.to_string(), request_id);
         headers.insert(REPLY_TO_HEADER, self.reply_subject.as_str());
-        let stored = tokio::time::timeout(self.timeout, async {
+        let stored = tokio::time::timeout(STORE_TIMEOUT, async {
             self.js
                 .publish_with_headers(envelope.subject(), headers, Bytes::from(payload))
                 .await

@@ -136,6 +136,11 @@ impl TestNats {
         self.url_string().into()
     }
 
+    /// Kills the server now (a sabotage test's dependency failure).
+    pub fn kill(&mut self) {
+        self.child.start_kill().ok();
+    }
+
     pub fn store_dir(&self) -> &std::path::Path {
         self.store.path()
     }
