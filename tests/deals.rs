@@ -475,3 +475,28 @@ async fn deals_are_listed_newest_first_a_page_at_a_time() {
     assert_eq!(ids(&denied), vec![created[0]]);
     assert_eq!(bad_limit.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+#[tokio::test]
+async fn the_request_id_travels_from_http_into_the_command_message() {
+    let system = System::up().await;
+
+    let answer = system
+        .http
+        .post(format!("{}/api/v1/user", system.base))
+        .bearer_auth(system.dev_key("platform"))
+        .header("x-request-id", "trace-me-42")
+        .json(&json!({ "external_id": "traced" }))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(answer.headers()["x-request-id"], "trace-me-42");
+    let js = system.jetstream().await;
+    let mut stream = js.get_stream(guarantor_messaging::COMMAND_STREAM).await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let stored = stream.get_raw_message(last).await.unwrap();
+    assert_eq!(
+        stored.headers.get("x-request-id").map(|v| v.as_str()),
+        Some("trace-me-42")
+    );
+}

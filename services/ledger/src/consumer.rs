@@ -167,6 +167,8 @@ async fn apply_all(pool: &PgPool, incoming: &[Incoming]) -> anyhow::Result<Vec<R
             command_id = %item.envelope.id,
             kind = item.envelope.command.kind(),
             tenant_id = item.envelope.tenant_id.get(),
+            deal_id = item.envelope.command.deal_id().map(|id| id.get()),
+            user_id = item.envelope.command.user_id().map(|id| id.get()),
             request_id = header(&item.message, guarantor_telemetry::REQUEST_ID_HEADER).unwrap_or_default(),
         );
         let mut savepoint = tx.begin().await?;

@@ -60,6 +60,24 @@ pub enum Command {
 }
 
 impl Command {
+    /// The deal the command acts on, for logs and traces.
+    pub fn deal_id(&self) -> Option<DealId> {
+        match self {
+            Command::ActOnDeal { deal_id, .. } => Some(*deal_id),
+            Command::UpsertUser { .. } | Command::CreateDeal(_) | Command::AdjustBalance { .. } => None,
+        }
+    }
+
+    /// The user the command is about, for logs and traces.
+    pub fn user_id(&self) -> Option<UserId> {
+        match self {
+            Command::AdjustBalance { user_id, .. } => Some(*user_id),
+            Command::ActOnDeal { acting_user, .. } => *acting_user,
+            Command::CreateDeal(new) => Some(new.customer_id),
+            Command::UpsertUser { .. } => None,
+        }
+    }
+
     /// The last part of the command's subject.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -165,6 +165,16 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_dsn_turns_sentry_on() {
+        let dsn: SecretString = "https://public@sentry.invalid/1".into();
+        let guard = start_sentry("test", &dsn).unwrap();
+        assert!(sentry::Hub::current()
+            .client()
+            .is_some_and(|client| client.is_enabled()));
+        drop(guard);
+    }
+
+    #[test]
     fn a_malformed_sentry_dsn_is_refused() {
         let dsn: SecretString = "not a dsn".into();
         assert!(matches!(start_sentry("test", &dsn), Err(TelemetryError::BadSentryDsn)));
