@@ -26,7 +26,7 @@ pub async fn authenticate(
         .ok_or_else(ApiError::unauthorized)?;
     let principal = api_keys::authenticate(&state.pool, presented)
         .await
-        .map_err(|err| ApiError::unavailable("the database is unavailable").with_cause(err))?
+        .map_err(ApiError::database)?
         .ok_or_else(ApiError::unauthorized)?;
     tracing::Span::current().record("tenant_id", principal.tenant_id.get());
     request.extensions_mut().insert(principal);

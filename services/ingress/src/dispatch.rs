@@ -65,7 +65,7 @@ async fn stored(state: &AppState, id: CommandId) -> Result<Option<(String, Comma
             .bind(id)
             .fetch_optional(&state.pool)
             .await
-            .map_err(|err| ApiError::unavailable("the database is unavailable").with_cause(err))?;
+            .map_err(ApiError::database)?;
     Ok(row.map(|(fingerprint, status, body)| {
         (
             fingerprint,
@@ -141,6 +141,6 @@ async fn accept(state: &AppState, tenant: TenantId, id: CommandId) -> Result<Res
         .bind(tenant)
         .execute(&state.pool)
         .await
-        .map_err(|err| ApiError::unavailable("the database is unavailable").with_cause(err))?;
+        .map_err(ApiError::database)?;
     Ok(pending(id))
 }

@@ -83,6 +83,11 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// Postgres failed or is unreachable: 503, with the cause logged.
+    pub fn database(cause: sqlx::Error) -> Self {
+        Self::unavailable("the database is unavailable").with_cause(cause)
+    }
+
     /// An unexpected failure: the client sees an opaque 500, the cause goes to the log (and Sentry).
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self {

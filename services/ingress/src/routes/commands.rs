@@ -42,14 +42,13 @@ pub async fn get(
     principal: Principal,
     IdPath(id): IdPath<CommandId>,
 ) -> Result<Json<CommandStatus>, ApiError> {
-    let unavailable = |err| ApiError::unavailable("the database is unavailable").with_cause(err);
     let done: Option<(i16, Option<Value>)> =
         sqlx::query_as("SELECT http_status, body FROM commands WHERE id = $1 AND tenant_id = $2")
             .bind(id)
             .bind(principal.tenant_id)
             .fetch_optional(&state.pool)
             .await
-            .map_err(unavailable)?;
+            .map_err(ApiError::database)?;
     if let Some((http_status, body)) = done {
         return Ok(Json(CommandStatus {
             command_id: id,
@@ -64,7 +63,7 @@ pub async fn get(
             .bind(principal.tenant_id)
             .fetch_one(&state.pool)
             .await
-            .map_err(unavailable)?;
+            .map_err(ApiError::database)?;
     if !accepted {
         return Err(ApiError::not_found("command"));
     }

@@ -143,7 +143,7 @@ pub async fn get(
 ) -> Result<Json<DealView>, ApiError> {
     let deal = views::deal(&state.pool, principal.tenant_id, id)
         .await
-        .map_err(|err| ApiError::unavailable("the database is unavailable").with_cause(err))?
+        .map_err(ApiError::database)?
         .ok_or_else(|| ApiError::not_found("deal"))?;
     principal.require(&[Role::Platform, Role::Arbiter])?;
     Ok(Json(deal))
@@ -188,7 +188,7 @@ pub async fn list(
     };
     let items = views::deals(&state.pool, principal.tenant_id, filter)
         .await
-        .map_err(|err| ApiError::unavailable("the database is unavailable").with_cause(err))?;
+        .map_err(ApiError::database)?;
     let next_cursor = (items.len() == usize::try_from(limit).unwrap_or(usize::MAX))
         .then(|| items.last().map(|deal| deal.deal_id.to_string()))
         .flatten();

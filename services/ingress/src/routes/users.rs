@@ -75,7 +75,7 @@ pub async fn upsert(
 async fn find(state: &AppState, principal: &Principal, id: UserId) -> Result<UserView, ApiError> {
     let user = views::user(&state.pool, principal.tenant_id, id)
         .await
-        .map_err(|err| ApiError::unavailable("the database is unavailable").with_cause(err))?
+        .map_err(ApiError::database)?
         .ok_or_else(|| ApiError::not_found("user"))?;
     principal.require(&[Role::Platform])?;
     Ok(user)
@@ -125,5 +125,5 @@ pub async fn balance(
     views::balances(&state.pool, id)
         .await
         .map(Json)
-        .map_err(|err| ApiError::unavailable("the database is unavailable").with_cause(err))
+        .map_err(ApiError::database)
 }
