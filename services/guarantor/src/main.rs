@@ -33,8 +33,8 @@ enum Command {
     Scanner,
     /// The sweeper only.
     Sweeper,
-    /// The TRON devnet only.
-    Devnet,
+    /// The TRON devnet only (needs neither Postgres nor NATS).
+    Devnet(run::DevnetArgs),
     /// Applies the database migrations.
     Migrate,
     /// JetStream stream definitions.
@@ -97,7 +97,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Ledger => run::single(config, run::Part::Ledger).await,
         Command::Scanner => run::single(config, run::Part::Scanner).await,
         Command::Sweeper => run::single(config, run::Part::Sweeper).await,
-        Command::Devnet => run::single(config, run::Part::Devnet).await,
+        Command::Devnet(args) => run::devnet(config, args).await,
         Command::Migrate => {
             let pool = infra::postgres(&config, 2).await?;
             guarantor_store::migrate(&pool).await?;

@@ -3,8 +3,10 @@
 
 #![allow(clippy::print_stdout, reason = "`up` prints the dev API keys for the newcomer")]
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use guarantor_config::{Config, ExposeSecret};
@@ -18,6 +20,46 @@ use crate::infra;
 /// The tenant `up` creates for local development.
 const DEV_TENANT: &str = "dev";
 const DEV_KEYS_FILE: &str = "dev-api-keys.json";
+
+/// `guarantor devnet` flags; each overrides its `GUARANTOR_DEVNET_*` variable.
+#[derive(Debug, clap::Args)]
+pub struct DevnetArgs {
+    /// Listen address [env: GUARANTOR_DEVNET_ADDR, default 127.0.0.1:8090]
+    #[arg(long)]
+    addr: Option<SocketAddr>,
+    /// Milliseconds between blocks [env: GUARANTOR_DEVNET_BLOCK_INTERVAL_MS, default 3000]
+    #[arg(long)]
+    block_interval_ms: Option<u64>,
+    /// Blocks after which a block is solidified [env: GUARANTOR_DEVNET_SOLIDIFY_LAG, default 19]
+    #[arg(long)]
+    solidify_lag: Option<i64>,
+    /// Keeps the chain across restarts [env: GUARANTOR_DEVNET_STATE_FILE; none: in memory only]
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+}
+
+fn devnet_config(
+    config: &Config,
+    args: DevnetArgs,
+    default_state_file: Option<PathBuf>,
+) -> guarantor_tron_devnet::DevnetConfig {
+    guarantor_tron_devnet::DevnetConfig {
+        addr: args.addr.unwrap_or(config.devnet.addr),
+        block_interval: Duration::from_millis(args.block_interval_ms.unwrap_or(config.devnet.block_interval_ms).max(1)),
+        solidify_lag: args.solidify_lag.unwrap_or(config.devnet.solidify_lag).max(0),
+        state_file: args
+            .state_file
+            .or_else(|| config.devnet.state_file.clone())
+            .or(default_state_file),
+        usdt_contract: config.tron.usdt_contract,
+    }
+}
+
+pub async fn devnet(config: Config, args: DevnetArgs) -> anyhow::Result<()> {
+    let _telemetry = guarantor_telemetry::init("devnet", config.log_format, config.sentry_dsn.as_ref())?;
+    let shutdown = guarantor_telemetry::shutdown_token();
+    guarantor_tron_devnet::run(devnet_config(&config, args, None), shutdown).await
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -123,7 +165,16 @@ async fn run_part(part: Part, infra: Infra, config: Arc<Config>, shutdown: Cance
         }
         Part::Scanner => guarantor_payment_scanner::run(shutdown).await,
         Part::Sweeper => guarantor_sweeper::run(shutdown).await,
-        Part::Devnet => guarantor_tron_devnet::run(shutdown).await,
+        Part::Devnet => {
+            let args = DevnetArgs {
+                addr: None,
+                block_interval_ms: None,
+                solidify_lag: None,
+                state_file: None,
+            };
+            let state_file = config.data_dir.join("devnet-state.json");
+            guarantor_tron_devnet::run(devnet_config(&config, args, Some(state_file)), shutdown).await?
+        }
     }
     tracing::info!(part = part.name(), "stopped");
     Ok(())

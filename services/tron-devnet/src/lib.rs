@@ -1,9 +1,127 @@
-//! The TRON devnet: a java-tron-compatible node for development and tests. Issue #4 builds the chain;
-//! until then it holds its place in `guarantor up` and stops cleanly on shutdown.
+//! `guarantor devnet`: a TRON-compatible node for development and tests. It speaks java-tron's HTTP
+//! API (and TronGrid's TRC-20 transfer listing) for everything the product uses, so standard SDKs work
+//! against it unchanged. It keeps TRX and one USDT-like TRC-20 token (6 decimals, at mainnet USDT's
+//! address), verifies signatures, expiration, TaPoS and duplicates, charges bandwidth and energy,
+//! produces blocks at an interval and solidifies them after a lag. Its chain survives a restart when
+//! it has a state file.
 
+pub mod chain;
+pub mod http;
+pub mod json;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use guarantor_tron::TronAddress;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(shutdown: CancellationToken) {
-    tracing::info!("devnet: chain not built yet (issue #4)");
-    shutdown.cancelled().await;
+use chain::Chain;
+pub use chain::{GENESIS_PRIVATE_KEY, SUN_PER_TRX};
+use http::{Devnet, Faults, Persist};
+
+/// Where the devnet listens when nothing else is configured.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8090";
+
+#[derive(Debug, Clone)]
+pub struct DevnetConfig {
+    pub addr: SocketAddr,
+    pub block_interval: Duration,
+    pub solidify_lag: i64,
+    /// The chain is loaded from and saved to this file; without one it lives in memory only.
+    pub state_file: Option<PathBuf>,
+    pub usdt_contract: TronAddress,
+}
+
+fn load(config: &DevnetConfig) -> anyhow::Result<Chain> {
+    if let Some(path) = &config.state_file {
+        if path.exists() {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read devnet state {}", path.display()))?;
+            let mut chain: Chain =
+                serde_json::from_str(&text).with_context(|| format!("devnet state {} is corrupt", path.display()))?;
+            chain.solidify_lag = config.solidify_lag;
+            tracing::info!(head = chain.head().number, path = %path.display(), "devnet continues its chain");
+            return Ok(chain);
+        }
+    }
+    Ok(Chain::genesis(
+        Devnet::now_ms(),
+        config.usdt_contract,
+        config.solidify_lag,
+    ))
+}
+
+fn persister(state_file: Option<PathBuf>) -> Persist {
+    Persist(Arc::new(move |chain: &Chain| {
+        let Some(path) = &state_file else { return };
+        let written = serde_json::to_vec(chain)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| {
+                let partial = path.with_extension("partial");
+                std::fs::write(&partial, bytes)?;
+                std::fs::rename(&partial, path)?;
+                Ok(())
+            });
+        if let Err(err) = written {
+            tracing::error!(error = %err, path = %path.display(), "devnet state not saved");
+        }
+    }))
+}
+
+/// A running devnet: its address and the handle to its chain.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub devnet: Devnet,
+}
+
+/// Binds, then serves and produces blocks until `shutdown`.
+pub async fn start(
+    config: DevnetConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Running, tokio::task::JoinHandle<()>)> {
+    let chain = load(&config)?;
+    let devnet = Devnet {
+        chain: Arc::new(Mutex::new(chain)),
+        faults: Arc::new(Mutex::new(Faults::default())),
+        persist: persister(config.state_file.clone()),
+    };
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("the devnet cannot listen on {}", config.addr))?;
+    let addr = listener.local_addr()?;
+    let router = http::router(devnet.clone());
+    let producer = devnet.clone();
+    let interval = config.block_interval;
+    let stop = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        let blocks = async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.tick().await;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => { producer.produce(1); }
+                    () = stop.cancelled() => break,
+                }
+            }
+        };
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await });
+        let (served, ()) = tokio::join!(server, blocks);
+        if let Err(err) = served {
+            tracing::error!(error = %err, "devnet server failed");
+        }
+    });
+    tracing::info!(%addr, genesis = %chain::genesis_key().address(), "devnet listening");
+    Ok((Running { addr, devnet }, handle))
+}
+
+/// Runs the devnet until `shutdown`.
+pub async fn run(config: DevnetConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (_, handle) = start(config, shutdown).await?;
+    handle.await?;
+    Ok(())
 }

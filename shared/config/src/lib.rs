@@ -63,6 +63,16 @@ pub struct TronConfig {
     pub hd_secret: Option<HdSecret>,
 }
 
+/// The local TRON devnet (`guarantor devnet`, and `guarantor up` without a node URL).
+#[derive(Debug, Clone)]
+pub struct DevnetConfig {
+    pub addr: SocketAddr,
+    pub block_interval_ms: u64,
+    pub solidify_lag: i64,
+    /// Where the chain is kept across restarts; `up` defaults it to the data directory.
+    pub state_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// May carry a password, so it is a secret.
@@ -80,11 +90,13 @@ pub struct Config {
     pub sentry_dsn: Option<SecretString>,
     pub log_format: LogFormat,
     pub data_dir: PathBuf,
+    pub devnet: DevnetConfig,
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/guarantor";
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_DEVNET_ADDR: &str = "127.0.0.1:8090";
 
 impl Config {
     /// Reads `.env` (without overriding the real environment), then the process environment.
@@ -139,6 +151,12 @@ impl Config {
             sentry_dsn: env.secret("SENTRY_DSN")?,
             log_format: env.parsed_or("LOG_FORMAT", "pretty")?,
             data_dir: env.plain("DATA_DIR").unwrap_or("./.guarantor").into(),
+            devnet: DevnetConfig {
+                addr: env.parsed_or("DEVNET_ADDR", DEFAULT_DEVNET_ADDR)?,
+                block_interval_ms: env.positive("DEVNET_BLOCK_INTERVAL_MS", 3_000)?,
+                solidify_lag: i64::from(env.parsed_or::<u32>("DEVNET_SOLIDIFY_LAG", "19")?),
+                state_file: env.plain("DEVNET_STATE_FILE").map(PathBuf::from),
+            },
         })
     }
 

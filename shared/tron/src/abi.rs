@@ -76,6 +76,14 @@ pub fn decode_transfer(data: &[u8]) -> Result<(TronAddress, u64), AbiError> {
     Ok((word_address(&data[4..36])?, word_amount(&data[36..68])?))
 }
 
+/// The owner of `balanceOf(address)` call data.
+pub fn decode_balance_of(data: &[u8]) -> Result<TronAddress, AbiError> {
+    if data.len() != 36 || data[..4] != BALANCE_OF_SELECTOR {
+        return Err(AbiError::NotAnAddress);
+    }
+    word_address(&data[4..])
+}
+
 /// A `uint256` return value (e.g. of `balanceOf`) that fits in 64 bits.
 pub fn decode_uint(word: &[u8]) -> Result<u64, AbiError> {
     word_amount(word)

@@ -4,6 +4,7 @@
 
 pub mod abi;
 mod address;
+pub mod client;
 pub mod hd;
 pub mod keys;
 pub mod proto;

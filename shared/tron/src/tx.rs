@@ -88,10 +88,21 @@ pub fn trc20_transfer(
     amount: u64,
     fee_limit_sun: i64,
 ) -> TransactionRaw {
+    contract_call(header, owner, token, abi::encode_transfer(to, amount), fee_limit_sun)
+}
+
+/// A smart contract call with ABI-encoded `data`, paying at most `fee_limit_sun` for energy.
+pub fn contract_call(
+    header: &TxHeader,
+    owner: &TronAddress,
+    contract: &TronAddress,
+    data: Vec<u8>,
+    fee_limit_sun: i64,
+) -> TransactionRaw {
     let parameter = TriggerSmartContract {
         owner_address: owner.as_bytes().to_vec(),
-        contract_address: token.as_bytes().to_vec(),
-        data: abi::encode_transfer(to, amount),
+        contract_address: contract.as_bytes().to_vec(),
+        data,
         ..Default::default()
     };
     let contract = Contract {

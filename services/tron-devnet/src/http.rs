@@ -1,0 +1,886 @@
+//! The devnet's HTTP API: java-tron's `/wallet/*` and `/walletsolidity/*`, TronGrid's
+//! `/v1/accounts/{address}/transactions/trc20`, and the `/devnet/*` control endpoints. Every java-tron
+//! endpoint answers GET (query string) and POST (JSON body) like java-tron does.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Json, Router};
+use guarantor_tron::proto::Transaction;
+use guarantor_tron::{abi, tx, TronAddress};
+use prost::Message;
+use serde_json::{json, Map, Value};
+use sha3::{Digest, Keccak256};
+
+use crate::chain::{self, Chain, Refused, SUN_PER_TRX};
+use crate::json;
+
+/// Node faults injected by tests through `/devnet/faults`.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    pub error_rate: f64,
+    pub latency_ms: u64,
+    pub rate_limit_rps: u32,
+    window: Option<(Instant, u32)>,
+}
+
+/// Writes the chain to its state file (or nowhere, for an ephemeral devnet).
+#[derive(Clone)]
+pub struct Persist(pub Arc<dyn Fn(&Chain) + Send + Sync>);
+
+impl std::fmt::Debug for Persist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Persist")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Devnet {
+    pub chain: Arc<Mutex<Chain>>,
+    pub faults: Arc<Mutex<Faults>>,
+    pub persist: Persist,
+}
+
+impl Devnet {
+    fn chain(&self) -> std::sync::MutexGuard<'_, Chain> {
+        self.chain.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn now_ms() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or_default()
+    }
+
+    /// Produces `count` blocks now and persists the chain.
+    pub fn produce(&self, count: u32) -> i64 {
+        let mut chain = self.chain();
+        let mut head = chain.head().number;
+        for _ in 0..count {
+            head = chain.produce_block(Self::now_ms());
+        }
+        (self.persist.0)(&chain);
+        head
+    }
+}
+
+/// Request parameters: the JSON body merged over the query string.
+#[derive(Debug)]
+pub struct Params(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let mut params: Map<String, Value> = serde_urlencoded_pairs(&query);
+        if !body.is_empty() {
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(Value::Object(map)) => params.extend(map),
+                Ok(_) | Err(_) => return Err(java_error("org.tron.core.exception.BadRequest : invalid JSON")),
+            }
+        }
+        Ok(Params(Value::Object(params)))
+    }
+}
+
+fn serde_urlencoded_pairs(query: &str) -> Map<String, Value> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| {
+            let value = match v {
+                "true" => json!(true),
+                "false" => json!(false),
+                _ => v.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(v)),
+            };
+            (k.to_owned(), value)
+        })
+        .collect()
+}
+
+/// java-tron's answer to a request it cannot serve.
+fn java_error(message: &str) -> Response {
+    Json(json!({ "Error": message })).into_response()
+}
+
+/// A request parameter that is missing or malformed.
+#[derive(Debug)]
+enum Problem {
+    /// Answered like java-tron: 200 with `{"Error": ...}`.
+    Java(String),
+    /// A control endpoint's 400.
+    BadRequest(String),
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        match self {
+            Problem::Java(message) => java_error(&message),
+            Problem::BadRequest(message) => bad_request(&message),
+        }
+    }
+}
+
+fn visible(params: &Value) -> bool {
+    params["visible"].as_bool().unwrap_or(false)
+}
+
+fn address_param(params: &Value, key: &str) -> Result<TronAddress, Problem> {
+    params[key]
+        .as_str()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| Problem::Java(format!("class java.lang.IllegalArgumentException : invalid {key}")))
+}
+
+fn both<H, T>(handler: H) -> MethodRouter<Devnet>
+where
+    H: axum::handler::Handler<T, Devnet> + Clone,
+    T: 'static,
+{
+    get(handler.clone()).post(handler)
+}
+
+pub fn router(devnet: Devnet) -> Router {
+    Router::new()
+        .route("/wallet/getnowblock", both(now_block))
+        .route("/walletsolidity/getnowblock", both(solid_now_block))
+        .route("/wallet/getblockbynum", both(block_by_num))
+        .route("/walletsolidity/getblockbynum", both(solid_block_by_num))
+        .route("/wallet/getblock", both(get_block))
+        .route("/walletsolidity/getblock", both(get_block))
+        .route("/wallet/getblockbyid", both(block_by_id))
+        .route("/wallet/getnodeinfo", both(node_info))
+        .route("/wallet/getaccount", both(account))
+        .route("/walletsolidity/getaccount", both(account))
+        .route("/wallet/getaccountresource", both(account_resource))
+        .route("/wallet/getaccountnet", both(account_resource))
+        .route("/wallet/getchainparameters", both(chain_parameters))
+        .route("/wallet/triggerconstantcontract", both(constant_call))
+        .route("/walletsolidity/triggerconstantcontract", both(solid_constant_call))
+        .route("/wallet/estimateenergy", both(estimate_energy))
+        .route("/wallet/triggersmartcontract", both(trigger_smart_contract))
+        .route("/wallet/createtransaction", both(create_transaction))
+        .route("/wallet/broadcasttransaction", post(broadcast_json))
+        .route("/wallet/broadcasthex", post(broadcast_hex))
+        .route("/wallet/getsignweight", post(sign_weight))
+        .route("/wallet/gettransactionbyid", both(transaction_by_id))
+        .route("/walletsolidity/gettransactionbyid", both(solid_transaction_by_id))
+        .route("/wallet/gettransactioninfobyid", both(transaction_info))
+        .route("/walletsolidity/gettransactioninfobyid", both(solid_transaction_info))
+        .route("/wallet/gettransactioninfobyblocknum", both(infos_by_block))
+        .route(
+            "/walletsolidity/gettransactioninfobyblocknum",
+            both(solid_infos_by_block),
+        )
+        .route("/wallet/getcontract", both(contract))
+        .route("/wallet/getcontractinfo", both(contract_info))
+        .route("/v1/accounts/{address}/transactions/trc20", get(trc20_transfers))
+        .layer(from_fn_with_state(devnet.clone(), inject_faults))
+        .route("/devnet/faucet", post(faucet))
+        .route("/devnet/blocks", post(produce_blocks))
+        .route("/devnet/faults", post(set_faults))
+        .with_state(devnet)
+}
+
+async fn inject_faults(State(devnet): State<Devnet>, request: Request, next: Next) -> Response {
+    let (latency, fail, limited) = {
+        let mut faults = devnet.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let limited = faults.rate_limit_rps > 0 && {
+            let now = Instant::now();
+            let (started, count) = faults.window.get_or_insert((now, 0));
+            if now.duration_since(*started) >= Duration::from_secs(1) {
+                *started = now;
+                *count = 0;
+            }
+            *count += 1;
+            *count > faults.rate_limit_rps
+        };
+        let fail = faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate;
+        (faults.latency_ms, fail, limited)
+    };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if limited {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({ "Error": "rate limit exceeded" })),
+        )
+            .into_response();
+    }
+    if fail {
+        return (StatusCode::SERVICE_UNAVAILABLE, "injected fault").into_response();
+    }
+    next.run(request).await
+}
+
+async fn now_block(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    let chain = devnet.chain();
+    Json(json::block_json(&chain, chain.head(), visible(&p)))
+}
+
+async fn solid_now_block(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    let chain = devnet.chain();
+    Json(json::block_json(&chain, chain.solid_head(), visible(&p)))
+}
+
+fn block_at(devnet: &Devnet, number: Option<i64>, solid: bool, visible: bool) -> Json<Value> {
+    let chain = devnet.chain();
+    match number
+        .and_then(|n| chain.block(n))
+        .filter(|b| !solid || chain.is_solid(b.number))
+    {
+        Some(block) => Json(json::block_json(&chain, block, visible)),
+        None => Json(json!({})),
+    }
+}
+
+async fn block_by_num(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    block_at(&devnet, p["num"].as_i64(), false, visible(&p))
+}
+
+async fn solid_block_by_num(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    block_at(&devnet, p["num"].as_i64(), true, visible(&p))
+}
+
+async fn get_block(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    let number = match &p["id_or_num"] {
+        Value::Null => Some(devnet.chain().head().number),
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) if s.len() == 64 => i64::from_str_radix(&s[..16], 16).ok(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    let mut block = block_at(&devnet, number, false, visible(&p)).0;
+    if p["detail"].as_bool() != Some(true) {
+        block.as_object_mut().map(|b| b.remove("transactions"));
+    }
+    Json(block)
+}
+
+async fn block_by_id(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    let number = p["value"]
+        .as_str()
+        .filter(|s| s.len() == 64)
+        .and_then(|s| i64::from_str_radix(&s[..16], 16).ok());
+    block_at(&devnet, number, false, visible(&p))
+}
+
+async fn node_info(State(devnet): State<Devnet>) -> Json<Value> {
+    let chain = devnet.chain();
+    let (head, solid) = (chain.head(), chain.solid_head());
+    Json(json!({
+        "beginSyncNum": head.number,
+        "block": format!("Num:{},ID:{}", head.number, head.id),
+        "solidityBlock": format!("Num:{},ID:{}", solid.number, solid.id),
+        "currentConnectCount": 0,
+        "activeConnectCount": 0,
+        "passiveConnectCount": 0,
+        "totalFlow": 0,
+        "configNodeInfo": { "codeVersion": "guarantor-devnet", "p2pVersion": "devnet" },
+    }))
+}
+
+async fn account(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    let address = match address_param(&p, "address") {
+        Ok(address) => address,
+        Err(problem) => return problem.into_response(),
+    };
+    let chain = devnet.chain();
+    let Some(account) = chain.accounts.get(&address) else {
+        return Json(json!({})).into_response();
+    };
+    let mut out = json!({
+        "address": json::address(address.as_bytes(), visible(&p)),
+        "create_time": account.create_time,
+        "account_resource": {},
+        "owner_permission": {
+            "permission_name": "owner",
+            "threshold": 1,
+            "keys": [{ "address": json::address(address.as_bytes(), visible(&p)), "weight": 1 }],
+        },
+    });
+    if account.balance != 0 {
+        out["balance"] = json!(account.balance);
+    }
+    if account.free_net_used != 0 {
+        out["free_net_usage"] = json!(account.free_net_used);
+    }
+    let token_balance = chain.token_balance(&address, false);
+    if token_balance > 0 {
+        out["trc20"] = json!([{ chain.token.address.to_base58(): token_balance.to_string() }]);
+    }
+    Json(out).into_response()
+}
+
+async fn account_resource(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    let address = match address_param(&p, "address") {
+        Ok(address) => address,
+        Err(problem) => return problem.into_response(),
+    };
+    let chain = devnet.chain();
+    let Some(account) = chain.accounts.get(&address) else {
+        return Json(json!({})).into_response();
+    };
+    let today = chain.head().timestamp / (24 * 3600 * 1000);
+    let used = if account.net_day == today {
+        account.free_net_used
+    } else {
+        0
+    };
+    let mut out = json!({
+        "freeNetLimit": chain::FREE_NET_LIMIT,
+        "TotalNetLimit": 43_200_000_000_i64,
+        "TotalNetWeight": 84_000_000_000_i64,
+        "TotalEnergyLimit": 180_000_000_000_i64,
+        "TotalEnergyWeight": 19_000_000_000_i64,
+    });
+    if used != 0 {
+        out["freeNetUsed"] = json!(used);
+    }
+    Json(out).into_response()
+}
+
+async fn chain_parameters() -> Json<Value> {
+    let parameters = [
+        ("getMaintenanceTimeInterval", 21_600_000),
+        ("getAccountUpgradeCost", 9_999_000_000),
+        ("getCreateAccountFee", chain::CREATE_ACCOUNT_BANDWIDTH_FEE_SUN),
+        ("getTransactionFee", chain::BANDWIDTH_FEE_SUN),
+        ("getCreateNewAccountFeeInSystemContract", chain::CREATE_ACCOUNT_FEE_SUN),
+        ("getEnergyFee", chain::ENERGY_FEE_SUN),
+        ("getFreeNetLimit", chain::FREE_NET_LIMIT),
+        ("getTotalEnergyLimit", 180_000_000_000),
+        ("getAllowTvmTransferTrc10", 1),
+        ("getAllowTvmConstantinople", 1),
+    ];
+    Json(json!({
+        "chainParameter": parameters.iter().map(|(key, value)| json!({ "key": key, "value": value })).collect::<Vec<_>>()
+    }))
+}
+
+/// The call data of a contract request: `data`, or `function_selector` + `parameter`.
+fn call_data(p: &Value) -> Result<Vec<u8>, Problem> {
+    if let Some(data) = p["data"].as_str() {
+        return hex::decode(data.trim_start_matches("0x")).map_err(|_| Problem::Java("invalid data".into()));
+    }
+    let selector = p["function_selector"]
+        .as_str()
+        .ok_or_else(|| Problem::Java("function_selector is required".into()))?;
+    let mut data = Keccak256::digest(selector.replace(' ', "").as_bytes())[..4].to_vec();
+    let parameter = p["parameter"].as_str().unwrap_or_default();
+    data.extend(hex::decode(parameter).map_err(|_| Problem::Java("invalid parameter".into()))?);
+    Ok(data)
+}
+
+fn word(value: u64) -> String {
+    format!("{value:064x}")
+}
+
+fn string_result(text: &str) -> String {
+    let mut out = word(32);
+    out.push_str(&word(text.len() as u64));
+    let mut bytes = hex::encode(text.as_bytes());
+    while !bytes.len().is_multiple_of(64) {
+        bytes.push('0');
+    }
+    out.push_str(&bytes);
+    out
+}
+
+fn constant(devnet: &Devnet, p: &Value, solid: bool) -> Response {
+    let (owner, contract) = match (address_param(p, "owner_address"), address_param(p, "contract_address")) {
+        (Ok(owner), Ok(contract)) => (owner, contract),
+        (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
+    };
+    let data = match call_data(p) {
+        Ok(data) => data,
+        Err(problem) => return problem.into_response(),
+    };
+    let chain = devnet.chain();
+    if contract != chain.token.address {
+        return Json(json!({ "result": { "code": "CONTRACT_VALIDATE_ERROR", "message": hex::encode("No contract or not a smart contract") } })).into_response();
+    }
+    let selector: [u8; 4] = data.get(..4).and_then(|s| s.try_into().ok()).unwrap_or_default();
+    let (result, energy, outcome) = match selector {
+        abi::BALANCE_OF_SELECTOR => match abi::decode_balance_of(&data) {
+            Ok(who) => (word(chain.token_balance(&who, solid)), 2_500, "SUCCESS"),
+            Err(_) => (String::new(), 500, "REVERT"),
+        },
+        abi::TRANSFER_SELECTOR => {
+            let (outcome, energy) = chain.simulate_transfer(&owner, &data);
+            (
+                if outcome == "SUCCESS" { word(1) } else { String::new() },
+                energy,
+                outcome,
+            )
+        }
+        [0x31, 0x3c, 0xe5, 0x67] => (word(u64::from(chain.token.decimals)), 300, "SUCCESS"),
+        [0x06, 0xfd, 0xde, 0x03] => (string_result(&chain.token.name), 800, "SUCCESS"),
+        [0x95, 0xd8, 0x9b, 0x41] => (string_result(&chain.token.symbol), 800, "SUCCESS"),
+        [0x18, 0x16, 0x0d, 0xdd] => (word(chain.token.balances.values().sum()), 500, "SUCCESS"),
+        _ => (String::new(), 300, "REVERT"),
+    };
+    let mut out = json!({ "energy_used": energy, "constant_result": [result] });
+    if outcome == "SUCCESS" {
+        out["result"] = json!({ "result": true });
+    } else {
+        out["result"] = json!({ "code": "CONTRACT_EXE_ERROR", "message": hex::encode("REVERT opcode executed") });
+    }
+    Json(out).into_response()
+}
+
+async fn constant_call(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    constant(&devnet, &p, false)
+}
+
+async fn solid_constant_call(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    constant(&devnet, &p, true)
+}
+
+async fn estimate_energy(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    let (owner, data) = match (address_param(&p, "owner_address"), call_data(&p)) {
+        (Ok(owner), Ok(data)) => (owner, data),
+        (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
+    };
+    let (outcome, energy) = devnet.chain().simulate_transfer(&owner, &data);
+    if outcome == "SUCCESS" {
+        Json(json!({ "result": { "result": true }, "energy_required": energy })).into_response()
+    } else {
+        Json(json!({ "result": { "code": "CONTRACT_EXE_ERROR", "message": hex::encode("REVERT opcode executed") } }))
+            .into_response()
+    }
+}
+
+fn header_now(chain: &Chain) -> tx::TxHeader {
+    let head = chain.head();
+    let id: [u8; 32] = hex::decode(&head.id)
+        .ok()
+        .and_then(|id| id.try_into().ok())
+        .unwrap_or_default();
+    tx::TxHeader::from_block(head.number, &id, Devnet::now_ms(), 60_000)
+}
+
+fn unsigned(raw: guarantor_tron::proto::TransactionRaw, visible: bool) -> Value {
+    json::transaction_json(
+        &Transaction {
+            raw_data: Some(raw),
+            signature: Vec::new(),
+            ret: Vec::new(),
+        },
+        None,
+        visible,
+    )
+}
+
+async fn trigger_smart_contract(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    let (owner, contract) = match (
+        address_param(&p, "owner_address"),
+        address_param(&p, "contract_address"),
+    ) {
+        (Ok(owner), Ok(contract)) => (owner, contract),
+        (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
+    };
+    let data = match call_data(&p) {
+        Ok(data) => data,
+        Err(problem) => return problem.into_response(),
+    };
+    let chain = devnet.chain();
+    if contract != chain.token.address {
+        return Json(json!({ "result": { "code": "CONTRACT_VALIDATE_ERROR", "message": hex::encode("No contract or not a smart contract") } })).into_response();
+    }
+    let mut raw = tx::contract_call(
+        &header_now(&chain),
+        &owner,
+        &contract,
+        data,
+        p["fee_limit"].as_i64().unwrap_or(0),
+    );
+    if let Some(call_value) = p["call_value"].as_i64() {
+        raw = with_call_value(raw, call_value);
+    }
+    Json(json!({ "result": { "result": true }, "transaction": unsigned(raw, visible(&p)) })).into_response()
+}
+
+fn with_call_value(
+    raw: guarantor_tron::proto::TransactionRaw,
+    call_value: i64,
+) -> guarantor_tron::proto::TransactionRaw {
+    use guarantor_tron::proto::TriggerSmartContract;
+    let mut raw = raw;
+    if let Some(parameter) = raw.contract.first_mut().and_then(|c| c.parameter.as_mut()) {
+        if let Ok(mut call) = TriggerSmartContract::decode(parameter.value.as_slice()) {
+            call.call_value = call_value;
+            parameter.value = call.encode_to_vec();
+        }
+    }
+    raw
+}
+
+async fn create_transaction(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    let (owner, to) = match (address_param(&p, "owner_address"), address_param(&p, "to_address")) {
+        (Ok(owner), Ok(to)) => (owner, to),
+        (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
+    };
+    let amount = p["amount"].as_i64().unwrap_or(0);
+    let chain = devnet.chain();
+    let balance = chain.accounts.get(&owner).map(|a| a.balance);
+    let problem = match balance {
+        None => Some("Validate TransferContract error, no OwnerAccount."),
+        Some(_) if amount <= 0 => Some("Amount must be greater than 0."),
+        Some(_) if owner == to => Some("Cannot transfer TRX to yourself."),
+        Some(balance) if balance < amount => Some("Validate TransferContract error, balance is not sufficient."),
+        Some(_) => None,
+    };
+    if let Some(problem) = problem {
+        return java_error(&format!(
+            "class org.tron.core.exception.ContractValidateException : {problem}"
+        ));
+    }
+    Json(unsigned(
+        tx::trx_transfer(&header_now(&chain), &owner, &to, amount),
+        visible(&p),
+    ))
+    .into_response()
+}
+
+fn broadcast_answer(devnet: &Devnet, transaction: Transaction) -> Json<Value> {
+    let raw_bytes = transaction.raw_data.clone().unwrap_or_default().encode_to_vec();
+    let txid = hex::encode(tx::txid(&raw_bytes));
+    match devnet.chain().broadcast(transaction) {
+        Ok(txid) => Json(json!({ "result": true, "txid": txid })),
+        Err(Refused { code, message }) => Json(json!({ "code": code, "txid": txid, "message": hex::encode(message) })),
+    }
+}
+
+async fn broadcast_json(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    match json::transaction_from_json(&p) {
+        Some(transaction) => broadcast_answer(&devnet, transaction),
+        None => Json(json!({ "code": "OTHER_ERROR", "message": hex::encode("invalid transaction JSON") })),
+    }
+}
+
+async fn broadcast_hex(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    let decoded = p["transaction"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| Transaction::decode(b.as_slice()).ok());
+    match decoded {
+        Some(transaction) => broadcast_answer(&devnet, transaction),
+        None => Json(json!({ "code": "OTHER_ERROR", "message": hex::encode("invalid transaction hex") })),
+    }
+}
+
+async fn sign_weight(Params(p): Params) -> Response {
+    let Some(transaction) = json::transaction_from_json(&p) else {
+        return java_error("invalid transaction JSON");
+    };
+    let raw = transaction.raw_data.clone().unwrap_or_default();
+    let owner = match chain::action_of(&raw) {
+        Ok(chain::Action::Transfer(t)) => t.owner_address,
+        Ok(chain::Action::Trigger(c)) => c.owner_address,
+        Err(refused) => return java_error(&refused.message),
+    };
+    let visible = visible(&p);
+    Json(json!({
+        "permission": {
+            "type": "Owner",
+            "permission_name": "owner",
+            "threshold": 1,
+            "keys": [{ "address": json::address(&owner, visible), "weight": 1 }],
+        },
+        "current_weight": transaction.signature.len(),
+        "result": { "code": if transaction.signature.is_empty() { "NOT_ENOUGH_PERMISSION" } else { "ENOUGH_PERMISSION" } },
+        "transaction": { "result": { "result": true }, "transaction": json::transaction_json(&transaction, None, visible) },
+    }))
+    .into_response()
+}
+
+fn find_transaction(devnet: &Devnet, p: &Value, solid: bool) -> Json<Value> {
+    let chain = devnet.chain();
+    let txid = p["value"].as_str().unwrap_or_default();
+    match chain
+        .txs
+        .get(txid)
+        .filter(|r| !solid || r.block.is_some_and(|b| chain.is_solid(b)))
+    {
+        Some(record) => Json(json::record_json(record, visible(p))),
+        None => Json(json!({})),
+    }
+}
+
+async fn transaction_by_id(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    find_transaction(&devnet, &p, false)
+}
+
+async fn solid_transaction_by_id(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    find_transaction(&devnet, &p, true)
+}
+
+fn find_info(devnet: &Devnet, p: &Value, solid: bool) -> Json<Value> {
+    let chain = devnet.chain();
+    let txid = p["value"].as_str().unwrap_or_default();
+    match chain
+        .txs
+        .get(txid)
+        .filter(|r| !solid || r.block.is_some_and(|b| chain.is_solid(b)))
+    {
+        Some(record) => Json(json::receipt_json(&chain, txid, record)),
+        None => Json(json!({})),
+    }
+}
+
+async fn transaction_info(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    find_info(&devnet, &p, false)
+}
+
+async fn solid_transaction_info(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    find_info(&devnet, &p, true)
+}
+
+fn infos(devnet: &Devnet, p: &Value, solid: bool) -> Json<Value> {
+    let chain = devnet.chain();
+    let block = p["num"]
+        .as_i64()
+        .and_then(|n| chain.block(n))
+        .filter(|b| !solid || chain.is_solid(b.number));
+    let infos: Vec<Value> = block
+        .map(|b| {
+            b.txids
+                .iter()
+                .filter_map(|id| chain.txs.get(id).map(|r| json::receipt_json(&chain, id, r)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(Value::Array(infos))
+}
+
+async fn infos_by_block(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    infos(&devnet, &p, false)
+}
+
+async fn solid_infos_by_block(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    infos(&devnet, &p, true)
+}
+
+fn trc20_abi() -> Value {
+    let input = |name: &str, kind: &str| json!({ "name": name, "type": kind });
+    json!({ "entrys": [
+        { "constant": true, "name": "name", "outputs": [input("", "string")], "type": "Function", "stateMutability": "View" },
+        { "constant": true, "name": "symbol", "outputs": [input("", "string")], "type": "Function", "stateMutability": "View" },
+        { "constant": true, "name": "decimals", "outputs": [input("", "uint8")], "type": "Function", "stateMutability": "View" },
+        { "constant": true, "name": "totalSupply", "outputs": [input("", "uint256")], "type": "Function", "stateMutability": "View" },
+        { "constant": true, "inputs": [input("who", "address")], "name": "balanceOf", "outputs": [input("", "uint256")], "type": "Function", "stateMutability": "View" },
+        { "inputs": [input("_to", "address"), input("_value", "uint256")], "name": "transfer", "outputs": [input("", "bool")], "type": "Function", "stateMutability": "Nonpayable" },
+        { "anonymous": false, "inputs": [
+            { "indexed": true, "name": "from", "type": "address" },
+            { "indexed": true, "name": "to", "type": "address" },
+            { "name": "value", "type": "uint256" }
+          ], "name": "Transfer", "type": "Event" }
+    ]})
+}
+
+fn smart_contract(chain: &Chain, visible: bool) -> Value {
+    let genesis = chain::genesis_key().address();
+    json!({
+        "origin_address": json::address(genesis.as_bytes(), visible),
+        "contract_address": json::address(chain.token.address.as_bytes(), visible),
+        "abi": trc20_abi(),
+        "bytecode": "",
+        "consume_user_resource_percent": 100,
+        "name": "TetherToken",
+        "origin_energy_limit": 10_000_000,
+        "code_hash": hex::encode(Keccak256::digest(b"guarantor devnet TRC-20")),
+    })
+}
+
+async fn contract(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    let chain = devnet.chain();
+    match p["value"].as_str().and_then(|v| v.parse::<TronAddress>().ok()) {
+        Some(address) if address == chain.token.address => Json(smart_contract(&chain, visible(&p))),
+        _ => Json(json!({})),
+    }
+}
+
+async fn contract_info(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
+    let chain = devnet.chain();
+    match p["value"].as_str().and_then(|v| v.parse::<TronAddress>().ok()) {
+        Some(address) if address == chain.token.address => Json(json!({
+            "runtimecode": "",
+            "smart_contract": smart_contract(&chain, visible(&p)),
+            "contract_state": { "energy_usage": 0, "energy_factor": 0, "update_cycle": 0 },
+        })),
+        _ => Json(json!({})),
+    }
+}
+
+async fn trc20_transfers(
+    State(devnet): State<Devnet>,
+    Path(address): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let Ok(address) = address.parse::<TronAddress>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "success": false, "error": "invalid address" })),
+        )
+            .into_response();
+    };
+    let flag = |key: &str| query.get(key).is_some_and(|v| v == "true");
+    let limit = query
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(20)
+        .clamp(1, 200);
+    let min_timestamp = query
+        .get("min_timestamp")
+        .and_then(|t| t.parse::<i64>().ok())
+        .unwrap_or(0);
+    let chain = devnet.chain();
+    let token = chain.token.address;
+    if query
+        .get("contract_address")
+        .is_some_and(|c| c.parse::<TronAddress>().ok() != Some(token))
+    {
+        return Json(json!({ "data": [], "success": true, "meta": { "at": Devnet::now_ms(), "page_size": 0 } }))
+            .into_response();
+    }
+    let mut data = Vec::new();
+    for block in chain.blocks.iter().rev() {
+        if (flag("only_confirmed") && !chain.is_solid(block.number)) || block.timestamp < min_timestamp {
+            continue;
+        }
+        for txid in block.txids.iter().rev() {
+            let Some(receipt) = chain.txs.get(txid).and_then(|r| r.receipt.as_ref()) else {
+                continue;
+            };
+            for log in &receipt.logs {
+                let Some(transfer) = chain::decode_log(log) else {
+                    continue;
+                };
+                let involved = transfer.to == address || (!flag("only_to") && transfer.from == address);
+                if involved && !(flag("only_from") && transfer.from != address) {
+                    data.push(json!({
+                        "transaction_id": txid,
+                        "token_info": { "symbol": chain.token.symbol, "address": token.to_base58(), "decimals": chain.token.decimals, "name": chain.token.name },
+                        "block_timestamp": block.timestamp,
+                        "from": transfer.from.to_base58(),
+                        "to": transfer.to.to_base58(),
+                        "type": "Transfer",
+                        "value": transfer.amount.to_string(),
+                    }));
+                }
+            }
+        }
+    }
+    data.truncate(limit);
+    let size = data.len();
+    Json(json!({ "data": data, "success": true, "meta": { "at": Devnet::now_ms(), "page_size": size } }))
+        .into_response()
+}
+
+/// Whole units as a decimal string (at most 6 decimals) → base units.
+fn units(text: &str) -> Option<i64> {
+    let (whole, fraction) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
+    if fraction.len() > 6 || whole.is_empty() || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: i64 = whole.parse().ok()?;
+    let fraction: i64 = format!("{fraction:0<6}").parse().ok()?;
+    whole.checked_mul(SUN_PER_TRX)?.checked_add(fraction)
+}
+
+fn bad_request(message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
+}
+
+async fn faucet(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    let Ok(to) = address_param(&p, "address") else {
+        return bad_request("address must be a TRON address");
+    };
+    let amount = |key: &str| -> Result<Option<i64>, Problem> {
+        match &p[key] {
+            Value::Null => Ok(None),
+            Value::String(text) => units(text)
+                .filter(|u| *u > 0)
+                .map(Some)
+                .ok_or_else(|| Problem::BadRequest(format!("{key} must be a positive decimal string"))),
+            _ => Err(Problem::BadRequest(format!("{key} must be a decimal string"))),
+        }
+    };
+    let (trx, usdt) = match (amount("trx"), amount("usdt")) {
+        (Ok(trx), Ok(usdt)) => (trx, usdt),
+        (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
+    };
+    let result = devnet
+        .chain()
+        .faucet(&to, trx, usdt.and_then(|u| u64::try_from(u).ok()), Devnet::now_ms());
+    match result {
+        Ok((trx_txid, usdt_txid)) => {
+            let mut out = json!({});
+            if let Some(txid) = trx_txid {
+                out["trx_txid"] = json!(txid);
+            }
+            if let Some(txid) = usdt_txid {
+                out["usdt_txid"] = json!(txid);
+            }
+            Json(out).into_response()
+        }
+        Err(refused) => (
+            StatusCode::CONFLICT,
+            Json(json!({ "error": refused.message, "code": refused.code })),
+        )
+            .into_response(),
+    }
+}
+
+async fn produce_blocks(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    let count = p["count"].as_u64().unwrap_or(1);
+    if !(1..=10_000).contains(&count) {
+        return bad_request("count must be 1 to 10000");
+    }
+    let head = devnet.produce(u32::try_from(count).unwrap_or(1));
+    let solid = devnet.chain().solid_head().number;
+    Json(json!({ "head": head, "solidified": solid })).into_response()
+}
+
+async fn set_faults(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    let error_rate = p["error_rate"].as_f64().unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&error_rate) {
+        return bad_request("error_rate must be between 0 and 1");
+    }
+    let mut faults = devnet.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    *faults = Faults {
+        error_rate,
+        latency_ms: p["latency_ms"].as_u64().unwrap_or(0),
+        rate_limit_rps: u32::try_from(p["rate_limit_rps"].as_u64().unwrap_or(0)).unwrap_or(u32::MAX),
+        window: None,
+    };
+    Json(json!({ "error_rate": faults.error_rate, "latency_ms": faults.latency_ms, "rate_limit_rps": faults.rate_limit_rps })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::units;
+
+    #[test]
+    fn faucet_amounts_are_exact_decimals() {
+        assert_eq!(units("1"), Some(1_000_000));
+        assert_eq!(units("0.5"), Some(500_000));
+        assert_eq!(units("12.000001"), Some(12_000_001));
+        assert_eq!(units("1.0000001"), None);
+        assert_eq!(units("-1"), None);
+        assert_eq!(units("x"), None);
+    }
+}

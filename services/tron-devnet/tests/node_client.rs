@@ -1,0 +1,365 @@
+//! The node client against a devnet of the test's own: balances from solidified state, transfers
+//! signed by the client, and every refusal java-tron would answer.
+
+use std::time::Duration;
+
+use guarantor_tron::client::{NodeClient, NodeConfig, NodeError};
+use guarantor_tron::tx::{self, ExpectedTrc20Transfer};
+use guarantor_tron::{HdWallet, PrivateKey, TronAddress};
+use guarantor_tron_devnet::{DevnetConfig, Running, GENESIS_PRIVATE_KEY, SUN_PER_TRX};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const LAG: i64 = 5;
+const USDT: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
+
+struct Node {
+    running: Running,
+    client: NodeClient,
+    http: reqwest::Client,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Node {
+    async fn start() -> Self {
+        let stop = CancellationToken::new();
+        let config = DevnetConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            // Blocks come from /devnet/blocks, so the test decides when time passes.
+            block_interval: Duration::from_secs(3600),
+            solidify_lag: LAG,
+            state_file: None,
+            usdt_contract: USDT.parse().unwrap(),
+        };
+        let (running, _) = guarantor_tron_devnet::start(config, stop.clone()).await.unwrap();
+        let client = NodeClient::new(NodeConfig::new(format!("http://{}", running.addr))).unwrap();
+        Self {
+            running,
+            client,
+            http: reqwest::Client::new(),
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    async fn control(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("http://{}{path}", self.running.addr))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+        response.json().await.unwrap()
+    }
+
+    async fn blocks(&self, count: i64) {
+        self.control("/devnet/blocks", json!({ "count": count })).await;
+    }
+
+    async fn faucet(&self, address: &TronAddress, trx: Option<&str>, usdt: Option<&str>) -> Value {
+        let mut body = json!({ "address": address.to_base58() });
+        if let Some(trx) = trx {
+            body["trx"] = json!(trx);
+        }
+        if let Some(usdt) = usdt {
+            body["usdt"] = json!(usdt);
+        }
+        self.control("/devnet/faucet", body).await
+    }
+}
+
+fn usdt() -> TronAddress {
+    USDT.parse().unwrap()
+}
+
+fn deposit_key(index: u32) -> PrivateKey {
+    let wallet = HdWallet::from_mnemonic(
+        "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
+        "",
+    )
+    .unwrap();
+    wallet.derive(index).unwrap()
+}
+
+#[tokio::test]
+async fn a_deposit_is_visible_on_the_solid_path_only_after_the_lag_and_is_listed_as_confirmed() {
+    let node = Node::start().await;
+    let deposit = deposit_key(0).address();
+
+    let txids = node.faucet(&deposit, None, Some("12.5")).await;
+    node.blocks(1).await;
+
+    assert_eq!(
+        node.client.trc20_balance(&usdt(), &deposit, false).await.unwrap(),
+        12_500_000
+    );
+    assert_eq!(
+        node.client.trc20_balance(&usdt(), &deposit, true).await.unwrap(),
+        0,
+        "not solidified yet"
+    );
+    assert!(node
+        .client
+        .trc20_transfers_to(&deposit, &usdt(), 20)
+        .await
+        .unwrap()
+        .is_empty());
+
+    node.blocks(LAG).await;
+
+    assert_eq!(
+        node.client.trc20_balance(&usdt(), &deposit, true).await.unwrap(),
+        12_500_000
+    );
+    let listed = node.client.trc20_transfers_to(&deposit, &usdt(), 20).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].txid, txids["usdt_txid"].as_str().unwrap());
+    assert_eq!((listed[0].amount, listed[0].to), (12_500_000, deposit));
+    let info = node
+        .client
+        .transaction_info(&listed[0].txid, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.result.as_deref(), Some("SUCCESS"));
+    assert_eq!(info.transfers[0].log_index, 0);
+    assert_eq!(info.transfers[0].token, usdt());
+    let block_infos = node.client.block_transaction_infos(info.block_number).await.unwrap();
+    assert!(block_infos.iter().any(|i| i.txid == listed[0].txid));
+}
+
+#[tokio::test]
+async fn trx_and_trc20_transfers_signed_by_the_client_are_applied_with_their_fees() {
+    let node = Node::start().await;
+    let owner = deposit_key(1);
+    let main_wallet = deposit_key(2).address();
+    node.faucet(&owner.address(), Some("50"), Some("10")).await;
+    node.blocks(1).await;
+    let energy_fee = node.client.chain_parameters().await.unwrap().energy_fee_sun;
+
+    // TRX, built locally from the head block: creates the recipient's account.
+    let header = node.client.header(Duration::from_secs(60)).await.unwrap();
+    let raw = tx::trx_transfer(&header, &owner.address(), &main_wallet, 2 * SUN_PER_TRX);
+    let trx = tx::sign(prost::Message::encode_to_vec(&raw), &owner);
+    node.client.broadcast(&trx).await.unwrap();
+    // USDT, built by the node and verified before signing.
+    let expected = ExpectedTrc20Transfer {
+        owner: owner.address(),
+        token: usdt(),
+        to: main_wallet,
+        amount: 4_000_000,
+        fee_limit_sun: 30 * SUN_PER_TRX,
+    };
+    let estimate = node
+        .client
+        .estimate_transfer_energy(&usdt(), &owner.address(), &main_wallet, 4_000_000)
+        .await
+        .unwrap();
+    let raw = node.client.build_trc20_transfer(&expected).await.unwrap();
+    let usdt_tx = tx::sign(raw, &owner);
+    node.client.broadcast(&usdt_tx).await.unwrap();
+    node.blocks(1).await;
+
+    let trx_info = node
+        .client
+        .transaction_info(&trx.txid_hex(), false)
+        .await
+        .unwrap()
+        .unwrap();
+    let usdt_info = node
+        .client
+        .transaction_info(&usdt_tx.txid_hex(), false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(trx_info.fee_sun, 1_100_000, "activating an account burns 1.1 TRX");
+    assert_eq!(usdt_info.result.as_deref(), Some("SUCCESS"));
+    assert_eq!(usdt_info.energy_usage_total, estimate);
+    assert_eq!(usdt_info.energy_fee_sun, estimate * energy_fee);
+    assert_eq!(
+        node.client.trc20_balance(&usdt(), &main_wallet, false).await.unwrap(),
+        4_000_000
+    );
+    let left = node
+        .client
+        .account(&owner.address())
+        .await
+        .unwrap()
+        .unwrap()
+        .balance_sun;
+    assert_eq!(left, 50 * SUN_PER_TRX - 2 * SUN_PER_TRX - 1_100_000 - usdt_info.fee_sun);
+    assert_eq!(
+        node.client.account(&main_wallet).await.unwrap().unwrap().balance_sun,
+        2 * SUN_PER_TRX
+    );
+}
+
+#[tokio::test]
+async fn the_same_bytes_broadcast_twice_are_a_duplicate() {
+    let node = Node::start().await;
+    let genesis = PrivateKey::from_hex(GENESIS_PRIVATE_KEY).unwrap();
+    let header = node.client.header(Duration::from_secs(60)).await.unwrap();
+    let signed = tx::sign(
+        prost::Message::encode_to_vec(&tx::trx_transfer(
+            &header,
+            &genesis.address(),
+            &deposit_key(0).address(),
+            1,
+        )),
+        &genesis,
+    );
+
+    node.client.broadcast(&signed).await.unwrap();
+    let again = node.client.broadcast(&signed).await.unwrap_err();
+
+    assert!(
+        matches!(again, NodeError::Refused { ref code, .. } if code == "DUP_TRANSACTION_ERROR"),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn expired_tampered_and_wrongly_signed_transactions_are_refused() {
+    let node = Node::start().await;
+    let genesis = PrivateKey::from_hex(GENESIS_PRIVATE_KEY).unwrap();
+    let to = deposit_key(0).address();
+    let mut header = node.client.header(Duration::from_secs(60)).await.unwrap();
+    let refusal = |err: NodeError| match err {
+        NodeError::Refused { code, .. } => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    let mut expired = header;
+    expired.expiration_ms = 1;
+    let expired = tx::sign(
+        prost::Message::encode_to_vec(&tx::trx_transfer(&expired, &genesis.address(), &to, 1)),
+        &genesis,
+    );
+    let wrong_key = tx::sign(
+        prost::Message::encode_to_vec(&tx::trx_transfer(&header, &genesis.address(), &to, 2)),
+        &deposit_key(5),
+    );
+    header.ref_block_hash = [9; 8];
+    let bad_tapos = tx::sign(
+        prost::Message::encode_to_vec(&tx::trx_transfer(&header, &genesis.address(), &to, 3)),
+        &genesis,
+    );
+
+    assert_eq!(
+        refusal(node.client.broadcast(&expired).await.unwrap_err()),
+        "TRANSACTION_EXPIRATION_ERROR"
+    );
+    assert_eq!(
+        refusal(node.client.broadcast(&wrong_key).await.unwrap_err()),
+        "SIGERROR"
+    );
+    assert_eq!(
+        refusal(node.client.broadcast(&bad_tapos).await.unwrap_err()),
+        "TAPOS_ERROR"
+    );
+}
+
+#[tokio::test]
+async fn a_trc20_transfer_without_trx_for_energy_ends_out_of_energy_and_burns_what_it_had() {
+    let node = Node::start().await;
+    let poor = deposit_key(3);
+    node.faucet(&poor.address(), Some("1"), Some("5")).await;
+    node.blocks(1).await;
+    let never_activated = deposit_key(4);
+    node.faucet(&never_activated.address(), None, Some("5")).await;
+    node.blocks(1).await;
+
+    let expected = ExpectedTrc20Transfer {
+        owner: poor.address(),
+        token: usdt(),
+        to: deposit_key(9).address(),
+        amount: 5_000_000,
+        fee_limit_sun: 30 * SUN_PER_TRX,
+    };
+    let signed = tx::sign(node.client.build_trc20_transfer(&expected).await.unwrap(), &poor);
+    node.client.broadcast(&signed).await.unwrap();
+    node.blocks(1).await;
+    let inactive = ExpectedTrc20Transfer {
+        owner: never_activated.address(),
+        ..expected
+    };
+    let header = node.client.header(Duration::from_secs(60)).await.unwrap();
+    let raw = tx::trc20_transfer(
+        &header,
+        &inactive.owner,
+        &usdt(),
+        &inactive.to,
+        inactive.amount,
+        inactive.fee_limit_sun,
+    );
+    let from_inactive = node
+        .client
+        .broadcast(&tx::sign(prost::Message::encode_to_vec(&raw), &never_activated))
+        .await;
+
+    let info = node
+        .client
+        .transaction_info(&signed.txid_hex(), false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.result.as_deref(), Some("OUT_OF_ENERGY"));
+    assert!(info.failed);
+    assert_eq!(info.energy_fee_sun, SUN_PER_TRX, "all the TRX it had went to energy");
+    assert_eq!(
+        node.client.account(&poor.address()).await.unwrap().unwrap().balance_sun,
+        0
+    );
+    assert_eq!(
+        node.client
+            .trc20_balance(&usdt(), &poor.address(), false)
+            .await
+            .unwrap(),
+        5_000_000,
+        "nothing moved"
+    );
+    assert!(matches!(from_inactive, Err(NodeError::Refused { ref code, .. }) if code == "CONTRACT_VALIDATE_ERROR"));
+}
+
+#[tokio::test]
+async fn injected_rate_limits_and_server_errors_are_retried() {
+    let node = Node::start().await;
+    node.control("/devnet/faults", json!({ "error_rate": 0.4, "rate_limit_rps": 5 }))
+        .await;
+
+    for _ in 0..15 {
+        node.client.now_block(false).await.expect("retried until it succeeds");
+    }
+
+    let impatient = NodeClient::new(NodeConfig {
+        max_retries: 0,
+        ..NodeConfig::new(format!("http://{}", node.running.addr))
+    })
+    .unwrap();
+    node.control("/devnet/faults", json!({ "error_rate": 1.0 })).await;
+    let failed = impatient.now_block(false).await.unwrap_err();
+    assert!(failed.is_transient(), "{failed:?}");
+}
+
+#[tokio::test]
+async fn a_node_built_transaction_that_differs_from_the_request_is_refused_before_signing() {
+    let node = Node::start().await;
+    let owner = deposit_key(1).address();
+    let asked = ExpectedTrc20Transfer {
+        owner,
+        token: usdt(),
+        to: deposit_key(2).address(),
+        amount: 7,
+        fee_limit_sun: SUN_PER_TRX,
+    };
+    let raw = node.client.build_trc20_transfer(&asked).await.unwrap();
+
+    let other_recipient = ExpectedTrc20Transfer {
+        to: deposit_key(3).address(),
+        ..asked
+    };
+
+    assert!(tx::verify_trc20_transfer(&raw, &asked).is_ok());
+    assert!(tx::verify_trc20_transfer(&raw, &other_recipient).is_err());
+}

@@ -1,0 +1,571 @@
+//! A client for the java-tron HTTP API (`/wallet/*`, `/walletsolidity/*`) and TronGrid's `/v1`
+//! TRC-20 listing: a client-side rate limit, timeouts, and retries with exponential backoff and jitter
+//! on 429, 403, 5xx, timeouts and connection failures. Errors say whether they are transient.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::tx::{self, ExpectedTrc20Transfer, SignedTransaction, TxHeader};
+use crate::{abi, TronAddress};
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Base URL of the node, e.g. `https://api.trongrid.io` or the devnet's `http://127.0.0.1:8090`.
+    pub base_url: String,
+    /// Sent as `TRON-PRO-API-KEY`.
+    pub api_key: Option<String>,
+    /// Most requests a second this client sends (0: unlimited).
+    pub rate_limit_rps: u32,
+    pub timeout: Duration,
+    /// Retries of a transient failure before giving up.
+    pub max_retries: u32,
+}
+
+impl NodeConfig {
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            api_key: None,
+            rate_limit_rps: 0,
+            timeout: Duration::from_secs(10),
+            max_retries: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// Worth retrying later: rate limits, 5xx, timeouts, connection failures.
+    #[error("node unavailable ({status}): {message}")]
+    Transient { status: u16, message: String },
+    /// The node refused a transaction, with java-tron's code (SIGERROR, DUP_TRANSACTION_ERROR, ...).
+    #[error("node refused the transaction: {code}: {message}")]
+    Refused { code: String, message: String },
+    /// The node answered something this client does not understand, or an error of the request.
+    #[error("unexpected node answer: {0}")]
+    Unexpected(String),
+}
+
+impl NodeError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, NodeError::Transient { .. })
+    }
+}
+
+/// A block as the client needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockRef {
+    pub number: i64,
+    pub id: [u8; 32],
+    pub timestamp: i64,
+    pub txids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    pub balance_sun: i64,
+    pub create_time: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    pub free_net_limit: i64,
+    pub free_net_used: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainParameters {
+    pub energy_fee_sun: i64,
+    pub transaction_fee_sun: i64,
+    pub create_account_fee_sun: i64,
+    pub create_new_account_fee_in_system_contract_sun: i64,
+}
+
+/// A TRC-20 Transfer log of a transaction, with its index in the transaction's logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogTransfer {
+    pub log_index: u32,
+    pub token: TronAddress,
+    pub from: TronAddress,
+    pub to: TronAddress,
+    pub amount: u64,
+}
+
+/// A transaction's receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxInfo {
+    pub txid: String,
+    pub block_number: i64,
+    pub block_timestamp: i64,
+    pub fee_sun: i64,
+    pub energy_usage_total: i64,
+    pub energy_fee_sun: i64,
+    pub net_fee_sun: i64,
+    /// `SUCCESS`, `REVERT`, `OUT_OF_ENERGY`, ... for contract calls; `None` for TRX transfers.
+    pub result: Option<String>,
+    pub failed: bool,
+    pub transfers: Vec<LogTransfer>,
+}
+
+/// An entry of TronGrid's TRC-20 transfer listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trc20Transfer {
+    pub txid: String,
+    pub block_timestamp: i64,
+    pub token: TronAddress,
+    pub from: TronAddress,
+    pub to: TronAddress,
+    pub amount: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    http: reqwest::Client,
+    config: NodeConfig,
+    next_slot: Arc<Mutex<Instant>>,
+}
+
+fn unexpected(what: impl std::fmt::Display) -> NodeError {
+    NodeError::Unexpected(what.to_string())
+}
+
+fn parse_address(value: &Value) -> Result<TronAddress, NodeError> {
+    value
+        .as_str()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| unexpected(format!("not an address: {value}")))
+}
+
+fn block_ref(block: &Value) -> Result<BlockRef, NodeError> {
+    let id_hex = block["blockID"]
+        .as_str()
+        .ok_or_else(|| unexpected("block without blockID"))?;
+    let id: [u8; 32] = hex::decode(id_hex)
+        .ok()
+        .and_then(|id| id.try_into().ok())
+        .ok_or_else(|| unexpected("bad blockID"))?;
+    let raw = &block["block_header"]["raw_data"];
+    let txids = block["transactions"]
+        .as_array()
+        .map(|txs| {
+            txs.iter()
+                .filter_map(|t| t["txID"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(BlockRef {
+        number: raw["number"].as_i64().unwrap_or(0),
+        id,
+        timestamp: raw["timestamp"].as_i64().unwrap_or(0),
+        txids,
+    })
+}
+
+fn tx_info(info: &Value) -> Result<TxInfo, NodeError> {
+    let mut transfers = Vec::new();
+    for (index, log) in info["log"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let topics: Option<Vec<[u8; 32]>> = log["topics"].as_array().map(|topics| {
+            topics
+                .iter()
+                .filter_map(|t| {
+                    t.as_str()
+                        .and_then(|t| hex::decode(t).ok())
+                        .and_then(|b| b.try_into().ok())
+                })
+                .collect()
+        });
+        let data = log["data"]
+            .as_str()
+            .and_then(|d| hex::decode(d).ok())
+            .unwrap_or_default();
+        let token = log["address"]
+            .as_str()
+            .and_then(|a| hex::decode(a).ok())
+            .and_then(|b| <[u8; 20]>::try_from(b.as_slice()).ok())
+            .map(TronAddress::from_evm);
+        if let (Some(topics), Some(token)) = (topics, token) {
+            if let Ok(transfer) = abi::decode_transfer_log(&topics, &data) {
+                transfers.push(LogTransfer {
+                    log_index: u32::try_from(index).unwrap_or(u32::MAX),
+                    token,
+                    from: transfer.from,
+                    to: transfer.to,
+                    amount: transfer.amount,
+                });
+            }
+        }
+    }
+    let receipt = &info["receipt"];
+    Ok(TxInfo {
+        txid: info["id"]
+            .as_str()
+            .ok_or_else(|| unexpected("receipt without id"))?
+            .to_owned(),
+        block_number: info["blockNumber"].as_i64().unwrap_or(0),
+        block_timestamp: info["blockTimeStamp"].as_i64().unwrap_or(0),
+        fee_sun: info["fee"].as_i64().unwrap_or(0),
+        energy_usage_total: receipt["energy_usage_total"].as_i64().unwrap_or(0),
+        energy_fee_sun: receipt["energy_fee"].as_i64().unwrap_or(0),
+        net_fee_sun: receipt["net_fee"].as_i64().unwrap_or(0),
+        result: receipt["result"].as_str().map(str::to_owned),
+        failed: info["result"].as_str() == Some("FAILED"),
+        transfers,
+    })
+}
+
+fn decode_message(value: &Value) -> String {
+    value
+        .as_str()
+        .map(|m| {
+            hex::decode(m)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_else(|| m.to_owned())
+        })
+        .unwrap_or_default()
+}
+
+impl NodeClient {
+    pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(unexpected)?;
+        Ok(Self {
+            http,
+            config,
+            next_slot: Arc::new(Mutex::new(Instant::now())),
+        })
+    }
+
+    /// Waits for this client's next request slot.
+    async fn throttle(&self) {
+        if self.config.rate_limit_rps == 0 {
+            return;
+        }
+        let spacing = Duration::from_secs(1) / self.config.rate_limit_rps;
+        let wait = {
+            let mut next = self.next_slot.lock().await;
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + spacing;
+            slot - now
+        };
+        tokio::time::sleep(wait).await;
+    }
+
+    async fn once(&self, path: &str, body: Option<&Value>) -> Result<Value, NodeError> {
+        self.throttle().await;
+        let url = format!("{}{path}", self.config.base_url);
+        let mut request = match body {
+            Some(body) => self.http.post(url).json(body),
+            None => self.http.get(url),
+        };
+        if let Some(key) = &self.config.api_key {
+            request = request.header("TRON-PRO-API-KEY", key);
+        }
+        let response = request.send().await.map_err(|err| NodeError::Transient {
+            status: 0,
+            message: err.to_string(),
+        })?;
+        let status = response.status().as_u16();
+        if status == 429 || status == 403 || status >= 500 {
+            return Err(NodeError::Transient {
+                status,
+                message: response.text().await.unwrap_or_default(),
+            });
+        }
+        let text = response.text().await.map_err(|err| NodeError::Transient {
+            status,
+            message: err.to_string(),
+        })?;
+        if status >= 400 {
+            return Err(unexpected(format!("{status}: {text}")));
+        }
+        let value: Value = serde_json::from_str(&text).map_err(|_| unexpected(format!("not JSON: {text}")))?;
+        if let Some(error) = value.get("Error") {
+            return Err(unexpected(error));
+        }
+        Ok(value)
+    }
+
+    /// One call with retries of transient failures (exponential backoff with jitter).
+    async fn call(&self, path: &str, body: Option<Value>) -> Result<Value, NodeError> {
+        let mut attempt = 0;
+        loop {
+            match self.once(path, body.as_ref()).await {
+                Err(err) if err.is_transient() && attempt < self.config.max_retries => {
+                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6)) + rand::random::<u64>() % 100);
+                    tracing::debug!(path, attempt, ?backoff, error = %err, "node call failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    fn path(solid: bool, method: &str) -> String {
+        format!("/{}/{method}", if solid { "walletsolidity" } else { "wallet" })
+    }
+
+    pub async fn now_block(&self, solid: bool) -> Result<BlockRef, NodeError> {
+        block_ref(&self.call(&Self::path(solid, "getnowblock"), Some(json!({}))).await?)
+    }
+
+    pub async fn block(&self, number: i64, solid: bool) -> Result<Option<BlockRef>, NodeError> {
+        let block = self
+            .call(&Self::path(solid, "getblockbynum"), Some(json!({ "num": number })))
+            .await?;
+        if block.as_object().is_some_and(|b| b.is_empty()) {
+            return Ok(None);
+        }
+        block_ref(&block).map(Some)
+    }
+
+    pub async fn account(&self, address: &TronAddress) -> Result<Option<AccountInfo>, NodeError> {
+        let account = self
+            .call(
+                "/wallet/getaccount",
+                Some(json!({ "address": address.to_base58(), "visible": true })),
+            )
+            .await?;
+        if account.as_object().is_some_and(|a| a.is_empty()) {
+            return Ok(None);
+        }
+        Ok(Some(AccountInfo {
+            balance_sun: account["balance"].as_i64().unwrap_or(0),
+            create_time: account["create_time"].as_i64().unwrap_or(0),
+        }))
+    }
+
+    pub async fn resources(&self, address: &TronAddress) -> Result<Resources, NodeError> {
+        let resources = self
+            .call(
+                "/wallet/getaccountresource",
+                Some(json!({ "address": address.to_base58(), "visible": true })),
+            )
+            .await?;
+        Ok(Resources {
+            free_net_limit: resources["freeNetLimit"].as_i64().unwrap_or(0),
+            free_net_used: resources["freeNetUsed"].as_i64().unwrap_or(0),
+        })
+    }
+
+    pub async fn chain_parameters(&self) -> Result<ChainParameters, NodeError> {
+        let parameters = self.call("/wallet/getchainparameters", Some(json!({}))).await?;
+        let find = |key: &str| -> Result<i64, NodeError> {
+            parameters["chainParameter"]
+                .as_array()
+                .and_then(|list| list.iter().find(|p| p["key"] == key))
+                .map(|p| p["value"].as_i64().unwrap_or(0))
+                .ok_or_else(|| unexpected(format!("chain parameter {key} missing")))
+        };
+        Ok(ChainParameters {
+            energy_fee_sun: find("getEnergyFee")?,
+            transaction_fee_sun: find("getTransactionFee")?,
+            create_account_fee_sun: find("getCreateAccountFee")?,
+            create_new_account_fee_in_system_contract_sun: find("getCreateNewAccountFeeInSystemContract")?,
+        })
+    }
+
+    async fn constant(
+        &self,
+        owner: &TronAddress,
+        contract: &TronAddress,
+        data: &[u8],
+        solid: bool,
+    ) -> Result<Value, NodeError> {
+        let body = json!({
+            "owner_address": owner.to_base58(),
+            "contract_address": contract.to_base58(),
+            "data": hex::encode(data),
+            "visible": true,
+        });
+        let answer = self
+            .call(&Self::path(solid, "triggerconstantcontract"), Some(body))
+            .await?;
+        if answer["result"]["result"].as_bool() != Some(true) {
+            return Err(unexpected(format!(
+                "contract call failed: {}",
+                decode_message(&answer["result"]["message"])
+            )));
+        }
+        Ok(answer)
+    }
+
+    /// A TRC-20 balance in base units; `solid` reads irreversible state only.
+    pub async fn trc20_balance(&self, token: &TronAddress, owner: &TronAddress, solid: bool) -> Result<u64, NodeError> {
+        let answer = self
+            .constant(owner, token, &abi::encode_balance_of(owner), solid)
+            .await?;
+        let word = answer["constant_result"][0]
+            .as_str()
+            .and_then(|w| hex::decode(w).ok())
+            .ok_or_else(|| unexpected("no constant_result"))?;
+        abi::decode_uint(&word).map_err(unexpected)
+    }
+
+    /// The energy a TRC-20 transfer would use now (a constant call's `energy_used`).
+    pub async fn estimate_transfer_energy(
+        &self,
+        token: &TronAddress,
+        owner: &TronAddress,
+        to: &TronAddress,
+        amount: u64,
+    ) -> Result<i64, NodeError> {
+        let answer = self
+            .constant(owner, token, &abi::encode_transfer(to, amount), false)
+            .await?;
+        answer["energy_used"]
+            .as_i64()
+            .ok_or_else(|| unexpected("no energy_used"))
+    }
+
+    /// A header referencing the current head block, valid for `lifetime`.
+    pub async fn header(&self, lifetime: Duration) -> Result<TxHeader, NodeError> {
+        let head = self.now_block(false).await?;
+        let lifetime_ms = i64::try_from(lifetime.as_millis()).unwrap_or(60_000);
+        Ok(TxHeader::from_block(
+            head.number,
+            &head.id,
+            head.timestamp.max(now_ms()),
+            lifetime_ms,
+        ))
+    }
+
+    fn raw_from_answer(transaction: &Value) -> Result<Vec<u8>, NodeError> {
+        transaction["raw_data_hex"]
+            .as_str()
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| unexpected("no raw_data_hex"))
+    }
+
+    /// A TRX transfer built by the node (`/wallet/createtransaction`): its raw bytes.
+    pub async fn build_trx_transfer(
+        &self,
+        owner: &TronAddress,
+        to: &TronAddress,
+        amount_sun: i64,
+    ) -> Result<Vec<u8>, NodeError> {
+        let body = json!({ "owner_address": owner.to_base58(), "to_address": to.to_base58(), "amount": amount_sun, "visible": true });
+        Self::raw_from_answer(&self.call("/wallet/createtransaction", Some(body)).await?)
+    }
+
+    /// A TRC-20 transfer built by the node, decoded and checked against what was asked for before it
+    /// is returned for signing.
+    pub async fn build_trc20_transfer(&self, expected: &ExpectedTrc20Transfer) -> Result<Vec<u8>, NodeError> {
+        let body = json!({
+            "owner_address": expected.owner.to_base58(),
+            "contract_address": expected.token.to_base58(),
+            "function_selector": "transfer(address,uint256)",
+            "parameter": hex::encode(&abi::encode_transfer(&expected.to, expected.amount)[4..]),
+            "fee_limit": expected.fee_limit_sun,
+            "visible": true,
+        });
+        let answer = self.call("/wallet/triggersmartcontract", Some(body)).await?;
+        if answer["result"]["result"].as_bool() != Some(true) {
+            return Err(unexpected(format!(
+                "node refused to build: {}",
+                decode_message(&answer["result"]["message"])
+            )));
+        }
+        let raw = Self::raw_from_answer(&answer["transaction"])?;
+        tx::verify_trc20_transfer(&raw, expected).map_err(unexpected)?;
+        Ok(raw)
+    }
+
+    /// Broadcasts signed bytes; java-tron's refusal codes come back as [`NodeError::Refused`].
+    pub async fn broadcast(&self, signed: &SignedTransaction) -> Result<String, NodeError> {
+        let bytes = signed.to_bytes().map_err(unexpected)?;
+        let answer = self
+            .call(
+                "/wallet/broadcasthex",
+                Some(json!({ "transaction": hex::encode(bytes) })),
+            )
+            .await?;
+        if answer["result"].as_bool() == Some(true) {
+            return Ok(signed.txid_hex());
+        }
+        Err(NodeError::Refused {
+            code: answer["code"].as_str().unwrap_or("UNKNOWN").to_owned(),
+            message: decode_message(&answer["message"]),
+        })
+    }
+
+    /// The receipt of a transaction once a block (a solidified one, with `solid`) includes it.
+    pub async fn transaction_info(&self, txid: &str, solid: bool) -> Result<Option<TxInfo>, NodeError> {
+        let info = self
+            .call(
+                &Self::path(solid, "gettransactioninfobyid"),
+                Some(json!({ "value": txid })),
+            )
+            .await?;
+        if info.as_object().is_some_and(|i| i.is_empty()) {
+            return Ok(None);
+        }
+        tx_info(&info).map(Some)
+    }
+
+    /// The receipts (with logs) of a solidified block's transactions.
+    pub async fn block_transaction_infos(&self, number: i64) -> Result<Vec<TxInfo>, NodeError> {
+        let infos = self
+            .call(
+                "/walletsolidity/gettransactioninfobyblocknum",
+                Some(json!({ "num": number })),
+            )
+            .await?;
+        infos
+            .as_array()
+            .map(|list| list.iter().map(tx_info).collect())
+            .unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// Confirmed TRC-20 transfers of `token` to `to`, newest first (TronGrid `/v1`).
+    pub async fn trc20_transfers_to(
+        &self,
+        to: &TronAddress,
+        token: &TronAddress,
+        limit: u32,
+    ) -> Result<Vec<Trc20Transfer>, NodeError> {
+        let path = format!(
+            "/v1/accounts/{}/transactions/trc20?only_confirmed=true&only_to=true&limit={limit}&contract_address={}",
+            to.to_base58(),
+            token.to_base58()
+        );
+        let answer = self.call(&path, None).await?;
+        let entries = answer["data"].as_array().ok_or_else(|| unexpected("no data"))?;
+        entries
+            .iter()
+            .map(|entry| {
+                Ok(Trc20Transfer {
+                    txid: entry["transaction_id"].as_str().unwrap_or_default().to_owned(),
+                    block_timestamp: entry["block_timestamp"].as_i64().unwrap_or(0),
+                    token: parse_address(&entry["token_info"]["address"])?,
+                    from: parse_address(&entry["from"])?,
+                    to: parse_address(&entry["to"])?,
+                    amount: entry["value"]
+                        .as_str()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| unexpected("bad value"))?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
