@@ -56,6 +56,7 @@ impl System {
         let log = std::fs::File::create(data_dir.path().join("guarantor.log")).unwrap();
         let child = command(db.url().expose_secret(), &nats.url_string(), data_dir.path())
             .env("GUARANTOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("GUARANTOR_DEVNET_ADDR", format!("127.0.0.1:{}", free_port()))
             .envs(vars.iter().copied())
             .args(args)
             .stdout(Stdio::null())
