@@ -124,3 +124,57 @@ fn the_readme_shows_the_state_machine_table_the_ledger_decides_with() {
         "README.md's deal table differs from guarantor_domain::deal::markdown_table(); paste the new one"
     );
 }
+
+#[tokio::test]
+async fn guarantor_devnet_runs_alone_with_its_flags_and_produces_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = run(support::command("postgres://unused", "nats://unused", dir.path()).args(["devnet", "--help"])).await;
+    for flag in ["--addr", "--block-interval-ms", "--solidify-lag", "--state-file"] {
+        assert!(help.1.contains(flag), "{flag} missing from --help:\n{}", help.1);
+    }
+    let port = guarantor_testkit::free_port();
+    let state_file = dir.path().join("chain.json");
+    let _devnet = support::command("postgres://unused", "nats://unused", dir.path())
+        .args([
+            "devnet",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--block-interval-ms",
+            "100",
+            "--solidify-lag",
+            "2",
+        ])
+        .arg("--state-file")
+        .arg(&state_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let mut head = 0;
+    for _ in 0..100 {
+        if let Ok(response) = http
+            .post(format!("http://127.0.0.1:{port}/wallet/getnowblock"))
+            .send()
+            .await
+        {
+            let block: Value = response.json().await.unwrap();
+            head = block["block_header"]["raw_data"]["number"].as_i64().unwrap_or(0);
+            if head >= 3 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(head >= 3, "blocks are produced every 100 ms (head {head})");
+    let info: Value = http
+        .post(format!("http://127.0.0.1:{port}/wallet/getnodeinfo"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(info["solidityBlock"].as_str().unwrap().starts_with("Num:"));
+    assert!(state_file.exists(), "the chain is kept in its state file");
+}

@@ -363,3 +363,54 @@ async fn a_node_built_transaction_that_differs_from_the_request_is_refused_befor
     assert!(tx::verify_trc20_transfer(&raw, &asked).is_ok());
     assert!(tx::verify_trc20_transfer(&raw, &other_recipient).is_err());
 }
+
+#[tokio::test]
+async fn a_restarted_devnet_with_a_state_file_continues_the_same_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("devnet-state.json");
+    let config = |state_file: &std::path::Path| DevnetConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        block_interval: Duration::from_secs(3600),
+        solidify_lag: LAG,
+        state_file: Some(state_file.to_path_buf()),
+        usdt_contract: usdt(),
+    };
+    let deposit = deposit_key(7).address();
+
+    let first_stop = CancellationToken::new();
+    let (first, handle) = guarantor_tron_devnet::start(config(&state_file), first_stop.clone())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    http.post(format!("http://{}/devnet/faucet", first.addr))
+        .json(&json!({ "address": deposit.to_base58(), "trx": "2", "usdt": "3" }))
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("http://{}/devnet/blocks", first.addr))
+        .json(&json!({ "count": 3 }))
+        .send()
+        .await
+        .unwrap();
+    let before = NodeClient::new(NodeConfig::new(format!("http://{}", first.addr)))
+        .unwrap()
+        .now_block(false)
+        .await
+        .unwrap();
+    first_stop.cancel();
+    handle.await.unwrap();
+
+    let second_stop = CancellationToken::new();
+    let (second, _) = guarantor_tron_devnet::start(config(&state_file), second_stop.clone())
+        .await
+        .unwrap();
+    let _guard = second_stop.drop_guard();
+    let client = NodeClient::new(NodeConfig::new(format!("http://{}", second.addr))).unwrap();
+
+    assert_eq!(client.now_block(false).await.unwrap(), before, "the same head block");
+    assert_eq!(client.trc20_balance(&usdt(), &deposit, false).await.unwrap(), 3_000_000);
+    assert_eq!(
+        client.account(&deposit).await.unwrap().unwrap().balance_sun,
+        2 * SUN_PER_TRX
+    );
+}
