@@ -199,16 +199,12 @@ async fn trx_and_trc20_transfers_signed_by_the_client_are_applied_with_their_fee
 async fn the_same_bytes_broadcast_twice_are_a_duplicate() {
     let node = Node::start().await;
     let genesis = PrivateKey::from_hex(GENESIS_PRIVATE_KEY).unwrap();
-    let header = node.client.header(Duration::from_secs(60)).await.unwrap();
-    let signed = tx::sign(
-        prost::Message::encode_to_vec(&tx::trx_transfer(
-            &header,
-            &genesis.address(),
-            &deposit_key(0).address(),
-            1,
-        )),
-        &genesis,
-    );
+    let raw = node
+        .client
+        .build_trx_transfer(&genesis.address(), &deposit_key(0).address(), 1)
+        .await
+        .unwrap();
+    let signed = tx::sign(raw, &genesis);
 
     node.client.broadcast(&signed).await.unwrap();
     let again = node.client.broadcast(&signed).await.unwrap_err();

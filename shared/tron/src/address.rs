@@ -118,6 +118,16 @@ impl<'de> Deserialize<'de> for TronAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsing_a_formatted_address_gives_it_back(account in prop::array::uniform20(any::<u8>())) {
+            let address = TronAddress::from_evm(account);
+            prop_assert_eq!(address.to_base58().parse::<TronAddress>(), Ok(address));
+            prop_assert_eq!(address.to_hex().parse::<TronAddress>(), Ok(address));
+        }
+    }
 
     /// Pinned from `shared/tron-vectors.md`.
     const VECTORS: [(&str, &str); 6] = [
