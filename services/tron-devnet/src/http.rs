@@ -607,17 +607,19 @@ async fn sign_weight(Params(p): Params) -> Response {
     .into_response()
 }
 
-fn find_transaction(devnet: &Devnet, p: &Value, solid: bool) -> Json<Value> {
-    let chain = devnet.chain();
-    let txid = p["value"].as_str().unwrap_or_default();
-    match chain
+/// The transaction `value` names; on the solidity path only once a solidified block holds it.
+fn lookup<'a>(chain: &'a Chain, p: &'a Value, solid: bool) -> Option<(&'a str, &'a chain::TxRecord)> {
+    let txid = p["value"].as_str()?;
+    chain
         .txs
         .get(txid)
         .filter(|r| !solid || r.block.is_some_and(|b| chain.is_solid(b)))
-    {
-        Some(record) => Json(json::record_json(record, visible(p))),
-        None => Json(json!({})),
-    }
+        .map(|record| (txid, record))
+}
+
+fn find_transaction(devnet: &Devnet, p: &Value, solid: bool) -> Json<Value> {
+    let chain = devnet.chain();
+    Json(lookup(&chain, p, solid).map_or_else(|| json!({}), |(_, record)| json::record_json(record, visible(p))))
 }
 
 async fn transaction_by_id(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
@@ -630,15 +632,7 @@ async fn solid_transaction_by_id(State(devnet): State<Devnet>, Params(p): Params
 
 fn find_info(devnet: &Devnet, p: &Value, solid: bool) -> Json<Value> {
     let chain = devnet.chain();
-    let txid = p["value"].as_str().unwrap_or_default();
-    match chain
-        .txs
-        .get(txid)
-        .filter(|r| !solid || r.block.is_some_and(|b| chain.is_solid(b)))
-    {
-        Some(record) => Json(json::receipt_json(&chain, txid, record)),
-        None => Json(json!({})),
-    }
+    Json(lookup(&chain, p, solid).map_or_else(|| json!({}), |(txid, record)| json::receipt_json(&chain, txid, record)))
 }
 
 async fn transaction_info(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {

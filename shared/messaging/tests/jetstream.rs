@@ -24,24 +24,19 @@ async fn a_republished_message_id_is_stored_once_and_carries_the_request_id() {
     let js = jetstream(&client);
     apply_streams(&js).await.unwrap();
 
-    let first = publish(
-        &js,
-        "guarantor.cmd.test".into(),
-        "cmd-1",
-        Some("req-42"),
-        Bytes::from("a"),
-    )
-    .await
-    .unwrap();
-    let again = publish(
-        &js,
-        "guarantor.cmd.test".into(),
-        "cmd-1",
-        Some("req-42"),
-        Bytes::from("a"),
-    )
-    .await
-    .unwrap();
+    let mut acks = Vec::new();
+    for _ in 0..2 {
+        let ack = publish(
+            &js,
+            "guarantor.cmd.test".into(),
+            "cmd-1",
+            Some("req-42"),
+            Bytes::from("a"),
+        )
+        .await;
+        acks.push(ack.unwrap());
+    }
+    let (first, again) = (&acks[0], &acks[1]);
 
     assert!(!first.duplicate);
     assert!(again.duplicate);
