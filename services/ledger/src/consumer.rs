@@ -82,7 +82,8 @@ pub async fn consume(
             () = shutdown.cancelled() => break,
             batch = batches.next() => match batch {
                 Some(batch) => batch,
-                None => break,
+                // The server ended the consumer's message stream: stop so a supervisor restarts us.
+                None => anyhow::bail!("the {CONSUMER} consumer's message stream ended"),
             },
         };
         let messages: Vec<Message> = batch

@@ -218,7 +218,19 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_decimal() {
-        for bad in ["", "abc", "1,5", "NaN", "inf", "0x10", "1.2.3", " "] {
+        for bad in [
+            "",
+            "abc",
+            "1,5",
+            "NaN",
+            "inf",
+            "0x10",
+            "1.2.3",
+            " ",
+            "1e99999",
+            "1e-99999",
+            "123456789012345678901234567890123",
+        ] {
             assert_eq!(RawAmount::parse(bad), Err(AmountError::NotADecimal), "{bad:?}");
         }
     }
