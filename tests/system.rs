@@ -178,3 +178,19 @@ async fn guarantor_devnet_runs_alone_with_its_flags_and_produces_blocks() {
     assert!(info["solidityBlock"].as_str().unwrap().starts_with("Num:"));
     assert!(state_file.exists(), "the chain is kept in its state file");
 }
+
+#[tokio::test]
+async fn up_says_how_to_start_nats_when_it_is_unreachable() {
+    let db = guarantor_testkit::TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = guarantor_testkit::free_port();
+    let url = guarantor_config::ExposeSecret::expose_secret(&db.url()).to_owned();
+    let mut command = support::command(&url, &format!("nats://127.0.0.1:{port}"), dir.path());
+    command.arg("up");
+
+    let (ok, _, stderr) = run(&mut command).await;
+
+    assert!(!ok);
+    assert!(stderr.contains("NATS is not reachable"), "{stderr}");
+    assert!(stderr.contains("nats-server -js"), "{stderr}");
+}
