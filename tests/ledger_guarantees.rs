@@ -383,3 +383,65 @@ async fn a_command_answers_503_in_the_error_shape_when_nats_is_down() {
     );
     assert_eq!(system.snapshot().await["users"], before["users"]);
 }
+
+#[tokio::test]
+async fn a_ledger_killed_mid_load_loses_no_accepted_command_and_applies_none_twice() {
+    // Messages the killed ledger held come back after the ack wait.
+    let vars = [
+        ("GUARANTOR_COMMAND_TIMEOUT_MS", "500"),
+        ("GUARANTOR_LEDGER_ACK_WAIT_SECS", "2"),
+    ];
+    let system = System::start(&["ingress"], &vars).await;
+    let mut ledger = system.extra_ledger();
+    let user = system
+        .post("/api/v1/user")
+        .json(serde_json::json!({ "external_id": "u" }))
+        .send()
+        .await;
+    assert_eq!(user.status, StatusCode::OK, "{}", user.text);
+    let user = user.body["id"].as_i64().unwrap();
+
+    // 120 credits of 1 USDT each, with the ledger killed (SIGKILL) while they are in flight.
+    let credits = futures::future::join_all((0..120).map(|i| {
+        let system = &system;
+        async move {
+            system
+                .post("/api/v1/admin/adjustments")
+                .key(&system.dev_key("admin"))
+                .idempotency(&format!("credit-{i}"))
+                .json(serde_json::json!({ "user_id": user, "currency": "USDT", "amount": "1", "reason": "load" }))
+                .send()
+                .await
+        }
+    }));
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ledger.start_kill().unwrap();
+        ledger.wait().await.unwrap();
+    };
+    let (answers, ()) = tokio::join!(credits, killer);
+    let _restarted = system.extra_ledger();
+    system.settle().await;
+
+    let accepted = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::OK || a.status == StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(
+        accepted,
+        120,
+        "every credit was accepted: {:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        system.balance(user).await.0,
+        "120.000000",
+        "each accepted credit applied exactly once"
+    );
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM commands WHERE kind = 'balance.adjust'")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(applied, 120);
+    system.assert_invariants().await;
+}

@@ -39,6 +39,8 @@ pub struct System {
     pub nats: TestNats,
     /// Set by `stop_nats`: the stopped server's store, kept so nothing else reuses the directory.
     stopped_nats: bool,
+    /// Extra variables of this system, given to every command run against it.
+    vars: Vec<(String, String)>,
     pub data_dir: tempfile::TempDir,
     pub child: Child,
 }
@@ -69,6 +71,7 @@ impl System {
             db,
             nats,
             stopped_nats: false,
+            vars: vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             data_dir,
             child,
         };
@@ -102,21 +105,29 @@ impl System {
     /// Starts another ledger replica (`guarantor ledger`) sharing the durable consumer; it is killed
     /// when the returned child is dropped.
     pub fn extra_ledger(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join("ledger.log"))
+            .unwrap();
+        // Services log to stdout; errors before logging starts go to stderr.
         self.command()
             .arg("ledger")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .unwrap()
     }
 
     /// A `guarantor` command against this system's servers (for the operator commands).
     pub fn command(&self) -> Command {
-        command(
+        let mut command = command(
             self.db.url().expose_secret(),
             &self.nats.url_string(),
             self.data_dir.path(),
-        )
+        );
+        command.envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command
     }
 
     /// The dev keys `up` printed and kept in its data directory.
@@ -373,6 +384,7 @@ impl System {
     pub async fn settle(&self) {
         let js = self.jetstream().await;
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
         while Instant::now() < deadline {
             let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
                 .get_consumer_from_stream(
@@ -389,8 +401,18 @@ impl System {
             if info.num_pending == 0 && info.num_ack_pending == 0 && unpublished == 0 {
                 return;
             }
+            last = format!(
+                "pending {}, ack pending {}, redelivered {}, waiting pulls {}, ack wait {:?}, unpublished events {unpublished}",
+                info.num_pending, info.num_ack_pending, info.num_redelivered, info.num_waiting, info.config.ack_wait
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the system did not settle within 20 s");
+        let path = self.data_dir.path().join("ledger.log");
+        let log = std::fs::read_to_string(&path).unwrap_or_else(|err| format!("{}: {err}", path.display()));
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!(
+            "the system did not settle within 20 s ({last}); extra ledgers' log (newest first):\n{}",
+            tail.join("\n")
+        );
     }
 }

@@ -155,13 +155,12 @@ async fn run_part(part: Part, infra: Infra, config: Arc<Config>, shutdown: Cance
             app.run_until(async move { shutdown.cancelled().await }).await?;
         }
         Part::Ledger => {
-            guarantor_ledger::run(
-                infra.pool,
-                infra.nats,
-                guarantor_ledger::ConsumerSettings::default(),
-                shutdown,
-            )
-            .await?
+            let settings = guarantor_ledger::ConsumerSettings {
+                batch_max: usize::try_from(config.ledger_batch_max).unwrap_or(usize::MAX),
+                ack_wait: Duration::from_secs(config.ledger_ack_wait_secs),
+                ..guarantor_ledger::ConsumerSettings::default()
+            };
+            guarantor_ledger::run(infra.pool, infra.nats, settings, shutdown).await?
         }
         Part::Scanner => guarantor_payment_scanner::run(shutdown).await,
         Part::Sweeper => guarantor_sweeper::run(shutdown).await,

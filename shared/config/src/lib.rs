@@ -87,6 +87,10 @@ pub struct Config {
     pub max_amount: Decimal,
     /// How long the ingress waits for the ledger before answering 202 with a command id.
     pub command_timeout_ms: u64,
+    /// How long JetStream waits for the ledger's ack before redelivering (after a crash, too).
+    pub ledger_ack_wait_secs: u64,
+    /// Most commands the ledger applies in one Postgres transaction.
+    pub ledger_batch_max: u64,
     pub sentry_dsn: Option<SecretString>,
     pub log_format: LogFormat,
     pub data_dir: PathBuf,
@@ -148,6 +152,8 @@ impl Config {
             sweep_min_amount,
             max_amount,
             command_timeout_ms: env.positive("COMMAND_TIMEOUT_MS", 5_000)?,
+            ledger_ack_wait_secs: env.positive("LEDGER_ACK_WAIT_SECS", 30)?,
+            ledger_batch_max: env.positive("LEDGER_BATCH_MAX", 256)?,
             sentry_dsn: env.secret("SENTRY_DSN")?,
             log_format: env.parsed_or("LOG_FORMAT", "pretty")?,
             data_dir: env.plain("DATA_DIR").unwrap_or("./.guarantor").into(),
