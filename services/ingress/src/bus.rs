@@ -34,7 +34,6 @@ pub struct BusError(String);
 
 #[derive(Clone, Debug)]
 pub struct CommandBus {
-    nats: Client,
     js: JetStream,
     reply_subject: String,
     waiters: Waiters,
@@ -68,7 +67,6 @@ impl CommandBus {
         });
         Ok(Self {
             js: guarantor_messaging::jetstream(&nats),
-            nats,
             reply_subject,
             waiters,
             timeout,
@@ -123,13 +121,5 @@ impl CommandBus {
             Ok(Ok(reply)) => Ok(Submitted::Done(reply)),
             Ok(Err(_)) | Err(_) => Ok(Submitted::Pending),
         }
-    }
-
-    /// Whether NATS answers a round trip now.
-    pub async fn ping(&self) -> bool {
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), self.nats.flush()).await,
-            Ok(Ok(()))
-        )
     }
 }

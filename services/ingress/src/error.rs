@@ -101,14 +101,6 @@ impl ApiError {
         self.cause = Some(cause.into());
         self
     }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
 }
 
 impl IntoResponse for ApiError {

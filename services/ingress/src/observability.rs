@@ -9,14 +9,17 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderName;
 use axum::middleware::{from_fn, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use guarantor_telemetry::REQUEST_ID_HEADER;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
 
 /// The process-wide Prometheus recorder (a recorder can be installed once per process).
 pub fn metrics_handle() -> PrometheusHandle {
@@ -52,7 +55,11 @@ pub fn layer(router: Router) -> Router {
                     tenant_id = tracing::field::Empty,
                 )
             }))
-            .layer(PropagateRequestIdLayer::new(request_id)),
+            .layer(PropagateRequestIdLayer::new(request_id))
+            // A panicking handler answers an opaque 500 in the error shape; the panic is logged.
+            .layer(CatchPanicLayer::custom(|_| {
+                ApiError::internal(anyhow::anyhow!("a request handler panicked")).into_response()
+            })),
     )
 }
 

@@ -24,12 +24,6 @@ impl std::fmt::Debug for TelemetryGuard {
     }
 }
 
-impl TelemetryGuard {
-    pub fn sentry_enabled(&self) -> bool {
-        self._sentry.is_some()
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error("GUARANTOR_SENTRY_DSN is not a valid Sentry DSN")]

@@ -106,7 +106,8 @@ impl Drop for TestDb {
 pub struct TestNats {
     child: Child,
     port: u16,
-    store: tempfile::TempDir,
+    /// Removed when the server is dropped.
+    _store: tempfile::TempDir,
 }
 
 impl TestNats {
@@ -116,16 +117,16 @@ impl TestNats {
             let port = free_port();
             let mut child = spawn_server(port, store.path().to_path_buf());
             if wait_until_listening(&mut child, port).await {
-                return Self { child, port, store };
+                return Self {
+                    child,
+                    port,
+                    _store: store,
+                };
             }
             // Another process took the port between our probe and the server's bind: try another.
             child.kill().await.ok();
         }
         panic!("nats-server did not start; is it installed (GUARANTOR_TEST_NATS_SERVER)?");
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     pub fn url_string(&self) -> String {
@@ -139,10 +140,6 @@ impl TestNats {
     /// Kills the server now (a sabotage test's dependency failure).
     pub fn kill(&mut self) {
         self.child.start_kill().ok();
-    }
-
-    pub fn store_dir(&self) -> &std::path::Path {
-        self.store.path()
     }
 }
 

@@ -36,13 +36,6 @@ impl HdWallet {
         Ok(Self { seed: seed.to_vec() })
     }
 
-    /// A fresh random mnemonic of 24 words (for dev data directories).
-    pub fn generate_mnemonic(entropy: &[u8; 32]) -> String {
-        bip39::Mnemonic::from_entropy(entropy)
-            .expect("32 bytes is a valid BIP-39 entropy length")
-            .to_string()
-    }
-
     /// The key at `m/44'/195'/0'/0/{index}`.
     pub fn derive(&self, index: u32) -> Result<PrivateKey, HdError> {
         let path: DerivationPath = format!("m/44'/195'/0'/0/{index}")
