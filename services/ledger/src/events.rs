@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 use guarantor_domain::{format_wire, Currency, DealId, TenantId, UserId};
-use guarantor_store::views::DealView;
+use guarantor_store::views::{self, DealView};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
@@ -70,23 +70,20 @@ pub struct BalanceChange {
 
 /// `user.balance_changed` with the user's balances after the change.
 pub async fn balance_changed(db: &mut PgConnection, change: BalanceChange) -> sqlx::Result<()> {
-    let (tenant_id, available, held): (TenantId, Decimal, Decimal) = sqlx::query_as(
-        "SELECT u.tenant_id,
-                COALESCE((SELECT a.balance FROM accounts a
-                          WHERE a.kind = 'user_available' AND a.user_id = u.id AND a.currency = $2), 0),
-                COALESCE((SELECT sum(e.balance) FROM accounts e JOIN deals d ON d.id = e.deal_id
-                          WHERE e.kind = 'deal_escrow' AND d.customer_id = u.id AND e.currency = $2), 0)
-         FROM users u WHERE u.id = $1",
-    )
-    .bind(change.user_id)
-    .bind(change.currency)
-    .fetch_one(&mut *db)
-    .await?;
+    let tenant_id: TenantId = sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
+        .bind(change.user_id)
+        .fetch_one(&mut *db)
+        .await?;
+    let balance = views::balances(&mut *db, change.user_id)
+        .await?
+        .into_iter()
+        .find(|row| row.currency == change.currency)
+        .ok_or(sqlx::Error::RowNotFound)?;
     let data = json!({
         "user_id": change.user_id,
         "currency": change.currency,
-        "balance": format_wire(available, change.currency),
-        "held": format_wire(held, change.currency),
+        "balance": balance.balance,
+        "held": balance.held,
         "change": format_wire(change.available_delta, change.currency),
         "kind": change.kind.as_str(),
         "transfer_id": change.transfer_id,

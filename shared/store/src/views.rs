@@ -175,8 +175,10 @@ pub async fn balances(db: impl PgExecutor<'_>, user: UserId) -> sqlx::Result<Vec
         "SELECT c.currency,
                 COALESCE((SELECT a.balance FROM accounts a
                           WHERE a.kind = 'user_available' AND a.user_id = $1 AND a.currency = c.currency), 0),
-                COALESCE((SELECT sum(e.balance) FROM accounts e JOIN deals d ON d.id = e.deal_id
-                          WHERE e.kind = 'deal_escrow' AND d.customer_id = $1 AND e.currency = c.currency), 0)
+                COALESCE((SELECT sum(e.balance) FROM deals d
+                          JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
+                          WHERE d.customer_id = $1 AND d.currency = c.currency
+                            AND d.status IN ('confirm_performer', 'confirmed', 'dispute')), 0)
          FROM unnest($2::text[]) AS c(currency)",
     )
     .bind(user)
