@@ -445,3 +445,73 @@ async fn a_ledger_killed_mid_load_loses_no_accepted_command_and_applies_none_twi
     assert_eq!(applied, 120);
     system.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn a_command_that_arrives_while_postgres_is_down_is_applied_when_it_returns_not_dead_lettered() {
+    let system = System::up().await;
+    let customer = system.user("alice").await;
+    system.settle().await;
+    let tenant: TenantId = sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
+        .bind(customer)
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    // Another database's connection plays the operator's console while the system's database is away.
+    let console = guarantor_testkit::TestDb::new().await;
+    let name = system.db.name().to_owned();
+    sqlx::raw_sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(&console.pool)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&console.pool)
+        .await
+        .unwrap();
+
+    // The ingress cannot authenticate without Postgres, so the command arrives as a replayed one would.
+    let envelope = CommandEnvelope {
+        id: CommandId::generate(),
+        tenant_id: tenant,
+        role: Role::Admin,
+        fingerprint: "e".repeat(64),
+        issued_at: chrono::Utc::now(),
+        command: Command::AdjustBalance {
+            user_id: UserId::new(customer).unwrap(),
+            currency: guarantor_domain::Currency::Usdt,
+            amount: rust_decimal::Decimal::new(5, 0),
+            reason: "during an outage".into(),
+        },
+    };
+    let js = system.jetstream().await;
+    let headers = guarantor_messaging::headers(&envelope.id.to_string(), None);
+    js.publish_with_headers(
+        envelope.subject(),
+        headers,
+        Bytes::from(serde_json::to_vec(&envelope).unwrap()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    // Longer than five redeliveries with backoff would take.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    sqlx::raw_sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(&console.pool)
+        .await
+        .unwrap();
+    system.settle().await;
+
+    assert_eq!(
+        system.balance(customer).await.0,
+        "5.000000",
+        "applied once Postgres returned"
+    );
+    let mut dlq = js.get_stream(DLQ_STREAM).await.unwrap();
+    assert_eq!(
+        dlq.info().await.unwrap().state.messages,
+        0,
+        "an outage sends nothing to the DLQ"
+    );
+    system.assert_invariants().await;
+}

@@ -98,7 +98,7 @@ pub async fn consume(
             continue;
         }
         let span = tracing::info_span!("ledger_batch", size = messages.len());
-        process_batch(&pool, &nats, &js, &settings, messages)
+        process_batch(&pool, &nats, &js, &settings, messages, &shutdown)
             .instrument(span)
             .await;
         wake.notify_one();
@@ -127,6 +127,7 @@ async fn process_batch(
     js: &JetStream,
     settings: &ConsumerSettings,
     messages: Vec<Message>,
+    shutdown: &CancellationToken,
 ) {
     let mut incoming = Vec::with_capacity(messages.len());
     for message in messages {
@@ -135,23 +136,49 @@ async fn process_batch(
             Err(err) => dead_letter(js, &message, &format!("not a command: {err}")).await,
         }
     }
-    match apply_all(pool, &incoming).await {
-        Ok(outcomes) => {
-            for (item, outcome) in incoming.iter().zip(outcomes) {
-                match outcome {
-                    Ok(reply) => {
-                        send_reply(nats, &item.message, &reply).await;
-                        ack(&item.message, AckKind::Ack).await;
-                    }
-                    Err(err) => retry_or_dead_letter(js, settings, &item.message, &format!("{err:#}")).await,
-                }
+    let Some(outcomes) = apply_until_postgres_answers(pool, &incoming, shutdown).await else {
+        // Shutting down while Postgres is away: the messages are redelivered after the ack wait.
+        return;
+    };
+    for (item, outcome) in incoming.iter().zip(outcomes) {
+        match outcome {
+            Ok(reply) => {
+                send_reply(nats, &item.message, &reply).await;
+                ack(&item.message, AckKind::Ack).await;
             }
+            Err(err) => retry_or_dead_letter(js, settings, &item.message, &format!("{err:#}")).await,
         }
-        // The transaction as a whole failed (Postgres down, commit refused): nothing was applied.
-        Err(err) => {
-            tracing::warn!(error = format!("{err:#}"), "batch not applied; will be redelivered");
-            for item in &incoming {
-                retry_or_dead_letter(js, settings, &item.message, &format!("{err:#}")).await;
+    }
+}
+
+/// Retries the batch's transaction while it fails as a whole (Postgres down, commit refused), with
+/// backoff, keeping the messages in hand: an outage must not spend their deliveries and send valid
+/// commands to the DLQ. `None` when shutdown comes first.
+async fn apply_until_postgres_answers(
+    pool: &PgPool,
+    incoming: &[Incoming],
+    shutdown: &CancellationToken,
+) -> Option<Vec<Result<CommandReply, sqlx::Error>>> {
+    let mut failures: u32 = 0;
+    loop {
+        match apply_all(pool, incoming).await {
+            Ok(outcomes) => return Some(outcomes),
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                let backoff = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    ?backoff,
+                    "batch not applied; Postgres unavailable, retrying"
+                );
+                // Tell JetStream the messages are still being worked on, so it does not redeliver them.
+                for item in incoming {
+                    ack(&item.message, AckKind::Progress).await;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {},
+                    () = shutdown.cancelled() => return None,
+                }
             }
         }
     }
