@@ -241,24 +241,8 @@ async fn a_command_committed_before_its_ack_is_a_no_op_when_redelivered() {
     let system = System::up().await;
     let customer = system.user("alice").await;
     system.settle().await;
-    let tenant: TenantId = sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
-        .bind(customer)
-        .fetch_one(&system.db.pool)
-        .await
-        .unwrap();
-    let envelope = CommandEnvelope {
-        id: CommandId::generate(),
-        tenant_id: tenant,
-        role: Role::Admin,
-        fingerprint: "f".repeat(64),
-        issued_at: chrono::Utc::now(),
-        command: Command::AdjustBalance {
-            user_id: UserId::new(customer).unwrap(),
-            currency: guarantor_domain::Currency::Usdt,
-            amount: rust_decimal::Decimal::new(7, 0),
-            reason: "crash test".into(),
-        },
-    };
+    let tenant = tenant_of(&system, customer).await;
+    let envelope = credit_envelope(tenant, customer, 7, "crash test");
     // A ledger replica applies and commits the command, then dies before acking the message...
     let mut tx = system.db.pool.begin().await.unwrap();
     let first = guarantor_ledger::apply::apply(&mut tx, &envelope).await.unwrap();
@@ -268,16 +252,7 @@ async fn a_command_committed_before_its_ack_is_a_no_op_when_redelivered() {
 
     // ...so JetStream delivers the message again, here to the running ledger.
     let js = system.jetstream().await;
-    let headers = guarantor_messaging::headers(&envelope.id.to_string(), None);
-    js.publish_with_headers(
-        envelope.subject(),
-        headers,
-        Bytes::from(serde_json::to_vec(&envelope).unwrap()),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_command(&js, &envelope).await;
     system.settle().await;
 
     let after_redelivery = system.snapshot().await;
@@ -451,11 +426,7 @@ async fn a_command_that_arrives_while_postgres_is_down_is_applied_when_it_return
     let system = System::up().await;
     let customer = system.user("alice").await;
     system.settle().await;
-    let tenant: TenantId = sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
-        .bind(customer)
-        .fetch_one(&system.db.pool)
-        .await
-        .unwrap();
+    let tenant = tenant_of(&system, customer).await;
     // Another database's connection plays the operator's console while the system's database is away.
     let console = guarantor_testkit::TestDb::new().await;
     let name = system.db.name().to_owned();
@@ -470,30 +441,9 @@ async fn a_command_that_arrives_while_postgres_is_down_is_applied_when_it_return
         .unwrap();
 
     // The ingress cannot authenticate without Postgres, so the command arrives as a replayed one would.
-    let envelope = CommandEnvelope {
-        id: CommandId::generate(),
-        tenant_id: tenant,
-        role: Role::Admin,
-        fingerprint: "e".repeat(64),
-        issued_at: chrono::Utc::now(),
-        command: Command::AdjustBalance {
-            user_id: UserId::new(customer).unwrap(),
-            currency: guarantor_domain::Currency::Usdt,
-            amount: rust_decimal::Decimal::new(5, 0),
-            reason: "during an outage".into(),
-        },
-    };
+    let envelope = credit_envelope(tenant, customer, 5, "during an outage");
     let js = system.jetstream().await;
-    let headers = guarantor_messaging::headers(&envelope.id.to_string(), None);
-    js.publish_with_headers(
-        envelope.subject(),
-        headers,
-        Bytes::from(serde_json::to_vec(&envelope).unwrap()),
-    )
-    .await
-    .unwrap()
-    .await
-    .unwrap();
+    publish_command(&js, &envelope).await;
     // Longer than five redeliveries with backoff would take.
     tokio::time::sleep(Duration::from_secs(8)).await;
     sqlx::raw_sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
@@ -514,4 +464,40 @@ async fn a_command_that_arrives_while_postgres_is_down_is_applied_when_it_return
         "an outage sends nothing to the DLQ"
     );
     system.assert_invariants().await;
+}
+
+async fn tenant_of(system: &System, user: i64) -> TenantId {
+    sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap()
+}
+
+/// An admin's credit of `units` USDT to `user`, as the ingress would publish it.
+fn credit_envelope(tenant: TenantId, user: i64, units: i64, reason: &str) -> CommandEnvelope {
+    CommandEnvelope {
+        id: CommandId::generate(),
+        tenant_id: tenant,
+        role: Role::Admin,
+        fingerprint: "f".repeat(64),
+        issued_at: chrono::Utc::now(),
+        command: Command::AdjustBalance {
+            user_id: UserId::new(user).unwrap(),
+            currency: guarantor_domain::Currency::Usdt,
+            amount: rust_decimal::Decimal::new(units, 0),
+            reason: reason.into(),
+        },
+    }
+}
+
+/// Publishes a command straight to `GUARANTOR_CMD` under its own id, bypassing the ingress.
+async fn publish_command(js: &guarantor_messaging::JetStream, envelope: &CommandEnvelope) {
+    let headers = guarantor_messaging::headers(&envelope.id.to_string(), None);
+    let payload = Bytes::from(serde_json::to_vec(envelope).unwrap());
+    js.publish_with_headers(envelope.subject(), headers, payload)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }
