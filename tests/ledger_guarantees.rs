@@ -244,10 +244,15 @@ async fn a_command_committed_before_its_ack_is_a_no_op_when_redelivered() {
     let tenant = tenant_of(&system, customer).await;
     let envelope = credit_envelope(tenant, customer, 7, "crash test");
     // A ledger replica applies and commits the command, then dies before acking the message...
-    let mut tx = system.db.pool.begin().await.unwrap();
-    let first = guarantor_ledger::apply::apply(&mut tx, &envelope).await.unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(first.http_status, 200);
+    let mut db = system.db.pool.acquire().await.unwrap();
+    let incoming = guarantor_ledger::engine::Incoming {
+        envelope: envelope.clone(),
+        redrive: false,
+    };
+    let first = guarantor_ledger::engine::apply_batch(&mut db, &[incoming])
+        .await
+        .unwrap();
+    assert!(matches!(first[0].verdict, guarantor_domain::Verdict::Applied { .. }));
     let after_commit = system.snapshot().await;
 
     // ...so JetStream delivers the message again, here to the running ledger.

@@ -80,10 +80,21 @@ async fn an_api_key_created_on_the_command_line_works_until_it_is_revoked() {
         .args(["apikey", "revoke", created["id"].as_str().unwrap()]))
     .await;
     assert!(revoked, "{stderr}");
-    assert_eq!(
-        get(&system, "/api/v1/payment/gateways", Some(&key)).await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    // Lookups are cached for KEY_CACHE_TTL: the revoked key is refused within that time, not later.
+    let revoked_at = std::time::Instant::now();
+    let limit = guarantor_ingress::key_cache::KEY_CACHE_TTL + std::time::Duration::from_secs(1);
+    loop {
+        let status = get(&system, "/api/v1/payment/gateways", Some(&key)).await.0;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            revoked_at.elapsed() < limit,
+            "a revoked key still works after {limit:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -24,10 +24,17 @@ pub async fn authenticate(
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim)
         .ok_or_else(ApiError::unauthorized)?;
-    let principal = api_keys::authenticate(&state.pool, presented)
-        .await
-        .map_err(ApiError::database)?
-        .ok_or_else(ApiError::unauthorized)?;
+    let principal = match state.keys.get(presented) {
+        Some(cached) => cached,
+        None => {
+            let found = api_keys::authenticate(&state.pool, presented)
+                .await
+                .map_err(ApiError::database)?;
+            state.keys.put(presented, found);
+            found
+        }
+    }
+    .ok_or_else(ApiError::unauthorized)?;
     tracing::Span::current().record("tenant_id", principal.tenant_id.get());
     request.extensions_mut().insert(principal);
     Ok(next.run(request).await)

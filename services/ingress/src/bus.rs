@@ -1,5 +1,7 @@
 //! The command bus: publishes a command to `GUARANTOR_CMD` (durable once JetStream acks it) and waits
-//! for the ledger's reply on this process's own reply subject.
+//! for the ledger's reply on this process's own reply subject. The message id is the command id and
+//! the request's fingerprint: a retry of the same request is deduplicated by JetStream, a reused
+//! `Idempotency-Key` with another request reaches the ledger, which refuses it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,11 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use guarantor_domain::command::REPLY_TO_HEADER;
-use guarantor_domain::{CommandEnvelope, CommandId, CommandReply};
+use guarantor_domain::{CommandEnvelope, CommandId, CommandReply, Verdict};
 use guarantor_messaging::{Client, JetStream};
 use tokio::sync::oneshot;
 
-type Waiters = Arc<Mutex<HashMap<CommandId, oneshot::Sender<CommandReply>>>>;
+/// Waiting requests by command id and fingerprint.
+type Waiters = Arc<Mutex<HashMap<(CommandId, String), oneshot::Sender<CommandReply>>>>;
 
 /// How long JetStream may take to store a command before the request answers 503.
 const STORE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,8 +23,8 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How a submission ended.
 #[derive(Debug)]
 pub enum Submitted {
-    /// The ledger applied the command and replied in time.
-    Done(CommandReply),
+    /// The ledger decided and replied in time.
+    Done(Verdict),
     /// Stored in JetStream; the ledger has not replied yet.
     Pending,
     /// JetStream already held a command with this id (a retry): its reply went to the first sender.
@@ -35,6 +38,7 @@ pub struct BusError(String);
 #[derive(Clone, Debug)]
 pub struct CommandBus {
     js: JetStream,
+    nats: Client,
     reply_subject: String,
     waiters: Waiters,
     timeout: Duration,
@@ -59,7 +63,7 @@ impl CommandBus {
                 let waiter = routed
                     .lock()
                     .ok()
-                    .and_then(|mut waiters| waiters.remove(&reply.command_id));
+                    .and_then(|mut waiters| waiters.remove(&(reply.command_id, reply.fingerprint.clone())));
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(reply);
                 }
@@ -67,6 +71,7 @@ impl CommandBus {
         });
         Ok(Self {
             js: guarantor_messaging::jetstream(&nats),
+            nats,
             reply_subject,
             waiters,
             timeout,
@@ -80,19 +85,33 @@ impl CommandBus {
     /// Publishes `envelope` and waits (up to the timeout) for the ledger's reply.
     pub async fn submit(&self, envelope: &CommandEnvelope, request_id: Option<&str>) -> Result<Submitted, BusError> {
         let (sender, receiver) = oneshot::channel();
-        self.register(envelope.id, Some(sender));
+        let key = (envelope.id, envelope.fingerprint.clone());
+        self.register(key.clone(), Some(sender));
         let outcome = self.publish_and_wait(envelope, request_id, receiver).await;
-        self.register(envelope.id, None);
+        self.register(key, None);
         outcome
     }
 
-    fn register(&self, id: CommandId, sender: Option<oneshot::Sender<CommandReply>>) {
+    fn register(&self, key: (CommandId, String), sender: Option<oneshot::Sender<CommandReply>>) {
         if let Ok(mut waiters) = self.waiters.lock() {
             match sender {
-                Some(sender) => waiters.insert(id, sender),
-                None => waiters.remove(&id),
+                Some(sender) => waiters.insert(key, sender),
+                None => waiters.remove(&key),
             };
         }
+    }
+
+    /// Subscribes to the verdicts the ledger announces for command `id` (for a request whose command
+    /// another request submitted first).
+    pub async fn watch(&self, id: CommandId) -> Result<async_nats::Subscriber, BusError> {
+        let subscriber = self
+            .nats
+            .subscribe(guarantor_domain::command::done_subject(id))
+            .await
+            .map_err(|err| BusError(err.to_string()))?;
+        // The subscription must be in place before the caller looks for a stored verdict.
+        self.nats.flush().await.map_err(|err| BusError(err.to_string()))?;
+        Ok(subscriber)
     }
 
     async fn publish_and_wait(
@@ -102,7 +121,8 @@ impl CommandBus {
         receiver: oneshot::Receiver<CommandReply>,
     ) -> Result<Submitted, BusError> {
         let payload = serde_json::to_vec(envelope).map_err(|err| BusError(err.to_string()))?;
-        let mut headers = guarantor_messaging::headers(&envelope.id.to_string(), request_id);
+        let message_id = format!("{}:{}", envelope.id, envelope.fingerprint);
+        let mut headers = guarantor_messaging::headers(&message_id, request_id);
         headers.insert(REPLY_TO_HEADER, self.reply_subject.as_str());
         let stored = tokio::time::timeout(STORE_TIMEOUT, async {
             self.js
@@ -118,7 +138,7 @@ impl CommandBus {
             return Ok(Submitted::Duplicate);
         }
         match tokio::time::timeout(self.timeout, receiver).await {
-            Ok(Ok(reply)) => Ok(Submitted::Done(reply)),
+            Ok(Ok(reply)) => Ok(Submitted::Done(reply.verdict)),
             Ok(Err(_)) | Err(_) => Ok(Submitted::Pending),
         }
     }

@@ -1,30 +1,35 @@
 //! Turning a validated request into a command and its answer: idempotency (a retried
-//! `Idempotency-Key` returns the first result; with another route or body, 409), publishing through the
+//! `Idempotency-Key` returns the first result; with another request, 409), publishing through the
 //! [`CommandBus`](crate::bus::CommandBus), and the 202 fallback when the ledger is slow.
-
-use std::time::{Duration, Instant};
 
 use axum::http::{header::LOCATION, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use guarantor_domain::{Command, CommandEnvelope, CommandId, CommandReply, TenantId};
+use futures::StreamExt;
+use guarantor_domain::{Command, CommandEnvelope, CommandId, CommandReply, Role, TenantId, UserId, Verdict};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::api_keys::Principal;
 use crate::bus::Submitted;
-use crate::error::ApiError;
+use crate::error::{respond, ApiError};
 use crate::extract::RequestMeta;
-use crate::AppState;
+use crate::{repo, AppState};
 
 /// Namespace of command ids derived from (tenant, Idempotency-Key).
 const IDEMPOTENCY_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6775_6172_616e_746f_7200_6964_656d_706f);
 
-fn fingerprint(route: &str, body: &Value) -> String {
+/// What binds an `Idempotency-Key` to one request: the route, who asks (the key's role and the acting
+/// user) and the canonical body.
+fn fingerprint(route: &str, role: Role, acting_user: Option<UserId>, body: &Value) -> String {
     // serde_json maps are ordered, so the same body always serialises the same way.
     let mut hasher = Sha256::new();
     hasher.update(route.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(role.as_str().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(acting_user.map(|user| user.to_string()).unwrap_or_default().as_bytes());
     hasher.update(b"\n");
     hasher.update(body.to_string().as_bytes());
     hex::encode(hasher.finalize())
@@ -40,15 +45,6 @@ fn command_id(tenant: TenantId, idempotency_key: Option<&str>) -> CommandId {
     }
 }
 
-/// The client's answer for a reply: its status and body (an empty body where the reply has none).
-pub fn respond(http_status: u16, body: Option<Value>) -> Response {
-    let status = StatusCode::from_u16(http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    match body {
-        Some(body) => (status, Json(body)).into_response(),
-        None => status.into_response(),
-    }
-}
-
 fn pending(id: CommandId) -> Response {
     (
         StatusCode::ACCEPTED,
@@ -58,38 +54,23 @@ fn pending(id: CommandId) -> Response {
         .into_response()
 }
 
-/// A command's stored outcome, if the ledger applied it.
-async fn stored(state: &AppState, id: CommandId) -> Result<Option<(String, CommandReply)>, ApiError> {
-    let row: Option<(String, i16, Option<Value>)> =
-        sqlx::query_as("SELECT fingerprint, http_status, body FROM commands WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&state.pool)
-            .await
-            .map_err(ApiError::database)?;
-    Ok(row.map(|(fingerprint, status, body)| {
-        (
-            fingerprint,
-            CommandReply {
-                command_id: id,
-                http_status: status.unsigned_abs(),
-                body,
-            },
-        )
-    }))
+fn key_reused() -> ApiError {
+    ApiError::conflict(
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with another request",
+    )
 }
 
-fn replay_or_refuse(fingerprint: &str, stored_fingerprint: &str, reply: CommandReply) -> Result<Response, ApiError> {
-    if stored_fingerprint == fingerprint {
-        Ok(respond(reply.http_status, reply.body))
-    } else {
-        Err(ApiError::conflict(
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with another route or body",
-        ))
+/// The stored verdict of command `id` as this request's answer, if the ledger has decided.
+async fn stored_answer(state: &AppState, id: CommandId, fingerprint: &str) -> Result<Option<Response>, ApiError> {
+    match repo::stored(&state.pool, id).await.map_err(ApiError::database)? {
+        Some((stored, verdict)) if stored == fingerprint => Ok(Some(respond(&verdict))),
+        Some(_) => Err(key_reused()),
+        None => Ok(None),
     }
 }
 
-/// Runs `command` for `principal` and answers like the ledger did.
+/// Runs `command` for `principal` and answers like the ledger decided.
 pub async fn execute(
     state: &AppState,
     principal: &Principal,
@@ -97,11 +78,15 @@ pub async fn execute(
     command: Command,
     body: &Value,
 ) -> Result<Response, ApiError> {
-    let fingerprint = fingerprint(&meta.route, body);
+    let acting_user = match &command {
+        Command::ActOnDeal { acting_user, .. } => *acting_user,
+        Command::UpsertUser { .. } | Command::CreateDeal(_) | Command::AdjustBalance { .. } => None,
+    };
+    let fingerprint = fingerprint(&meta.route, principal.role, acting_user, body);
     let id = command_id(principal.tenant_id, meta.idempotency_key.as_deref());
     if meta.idempotency_key.is_some() {
-        if let Some((stored_fingerprint, reply)) = stored(state, id).await? {
-            return replay_or_refuse(&fingerprint, &stored_fingerprint, reply);
+        if let Some(answer) = stored_answer(state, id, &fingerprint).await? {
+            return Ok(answer);
         }
     }
     let envelope = CommandEnvelope {
@@ -118,29 +103,56 @@ pub async fn execute(
         .await
         .map_err(|err| ApiError::unavailable("the command queue is unavailable").with_cause(err))?;
     match submitted {
-        Submitted::Done(reply) => Ok(respond(reply.http_status, reply.body)),
-        Submitted::Duplicate => {
-            // A retry of a command already queued: wait for the first one's stored outcome.
-            let deadline = Instant::now() + state.bus.timeout();
-            while Instant::now() < deadline {
-                if let Some((stored_fingerprint, reply)) = stored(state, id).await? {
-                    return replay_or_refuse(&fingerprint, &stored_fingerprint, reply);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            accept(state, principal.tenant_id, id).await
-        }
+        Submitted::Done(verdict) => Ok(respond(&verdict)),
+        Submitted::Duplicate => wait_for_first(state, principal.tenant_id, id, &fingerprint).await,
         Submitted::Pending => accept(state, principal.tenant_id, id).await,
+    }
+}
+
+/// A retry of a request already queued: waits for the verdict the ledger announces for it (or finds
+/// it stored), up to the command timeout, else answers 202.
+async fn wait_for_first(
+    state: &AppState,
+    tenant: TenantId,
+    id: CommandId,
+    fingerprint: &str,
+) -> Result<Response, ApiError> {
+    let mut announced = state
+        .bus
+        .watch(id)
+        .await
+        .map_err(|err| ApiError::unavailable("the command queue is unavailable").with_cause(err))?;
+    if let Some(answer) = stored_answer(state, id, fingerprint).await? {
+        return Ok(answer);
+    }
+    let verdict = tokio::time::timeout(state.bus.timeout(), async {
+        while let Some(message) = announced.next().await {
+            match serde_json::from_slice::<CommandReply>(&message.payload) {
+                Ok(reply) if reply.fingerprint == fingerprint => return Some(reply.verdict),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "malformed verdict announcement ignored"),
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten();
+    match verdict {
+        Some(verdict) => Ok(respond(&verdict)),
+        None => accept(state, tenant, id).await,
     }
 }
 
 /// Records that the command was accepted but not answered yet, and answers 202.
 async fn accept(state: &AppState, tenant: TenantId, id: CommandId) -> Result<Response, ApiError> {
-    sqlx::query("INSERT INTO accepted_commands (id, tenant_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
-        .bind(id)
-        .bind(tenant)
-        .execute(&state.pool)
+    repo::accept(&state.pool, tenant, id)
         .await
         .map_err(ApiError::database)?;
     Ok(pending(id))
+}
+
+/// The answer `GET /commands/{id}` reports for a verdict: its status and body.
+pub fn reported(verdict: &Verdict) -> (u16, Option<Value>) {
+    (crate::error::verdict_status(verdict).as_u16(), verdict.body())
 }

@@ -5,6 +5,7 @@
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use guarantor_domain::{ErrorCode, Verdict};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -139,5 +140,38 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self::bad_request("malformed_query", rejection.body_text())
+    }
+}
+
+/// The one mapping of the ledger's error codes to HTTP statuses.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::MissingActingUser => StatusCode::BAD_REQUEST,
+        ErrorCode::Forbidden | ErrorCode::NotAParty | ErrorCode::WrongParty => StatusCode::FORBIDDEN,
+        ErrorCode::UserNotFound | ErrorCode::DealNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::InvalidTransition | ErrorCode::InsufficientFunds | ErrorCode::IdempotencyKeyReused => {
+            StatusCode::CONFLICT
+        }
+        ErrorCode::SameCustomerAndPerformer | ErrorCode::InvalidAmount | ErrorCode::ValidationFailed => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        ErrorCode::CommandFailed => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The status a verdict answers with.
+pub fn verdict_status(verdict: &Verdict) -> StatusCode {
+    match verdict {
+        Verdict::Applied { .. } => StatusCode::OK,
+        Verdict::Refused { rejection } | Verdict::Failed { rejection } => status_of(rejection.code),
+    }
+}
+
+/// The client's answer for a verdict (an empty body where the result has none).
+pub fn respond(verdict: &Verdict) -> Response {
+    let status = verdict_status(verdict);
+    match verdict.body() {
+        Some(body) => (status, axum::Json(body)).into_response(),
+        None => status.into_response(),
     }
 }

@@ -7,7 +7,9 @@ pub mod bus;
 mod dispatch;
 pub mod error;
 mod extract;
+pub mod key_cache;
 mod observability;
+mod repo;
 pub mod routes;
 
 use std::future::Future;
@@ -41,6 +43,7 @@ pub struct AppState {
     pub bus: bus::CommandBus,
     pub config: Arc<Config>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub keys: key_cache::KeyCache,
 }
 
 impl AppState {
@@ -53,6 +56,7 @@ impl AppState {
             bus,
             config,
             metrics: metrics_handle(),
+            keys: key_cache::KeyCache::default(),
         })
     }
 }

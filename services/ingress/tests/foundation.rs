@@ -142,10 +142,10 @@ async fn a_key_with_a_tampered_secret_is_refused() {
 
 #[tokio::test]
 async fn a_revoked_key_is_refused() {
+    // (A key revoked while its lookup is cached is refused within KEY_CACHE_TTL: tests/system.rs.)
     let app = TestApp::spawn().await;
     let created = api_keys::create(&app.db.pool, "acme", Role::Platform).await.unwrap();
     let key = created.key.expose_secret().to_owned();
-    assert_eq!(app.get("/api/v1/payment/gateways", Some(&key)).await.0, StatusCode::OK);
 
     assert!(api_keys::revoke(&app.db.pool, created.id).await.unwrap());
 

@@ -1,37 +1,53 @@
-//! The ledger's durable pull consumer on `GUARANTOR_CMD`. Whatever messages are ready (up to a batch
-//! maximum) are applied in one Postgres transaction, each inside its own savepoint; after the commit
-//! the replies go out and the messages are acked. A crash before the ack redelivers messages whose
-//! effect is already committed: the inbox recognises them and they change nothing. A message that
-//! keeps failing goes to `GUARANTOR_DLQ` after `max_deliver` attempts.
+//! The ledger's durable pull consumer on `GUARANTOR_CMD`, shared by every ledger process. Messages
+//! are routed to a few workers by the key they lock (the deal; the customer of a new deal; the user
+//! of an adjustment or upsert), each worker on its own Postgres connection applying whatever it has
+//! in hand as one batch through the [engine](crate::engine). After the commit the replies go out and
+//! the messages are acked.
+//!
+//! No command is abandoned: the server-side `max_deliver` is unlimited and the ledger keeps the count
+//! itself. Transient failures (Postgres away, deadlocks, cancelled statements) keep the batch in hand
+//! with progress acks, so they cost nothing. A deterministic failure is narrowed down by splitting
+//! the batch until the one command that causes it stands alone; a command that fails (or crashes the
+//! process) on `max_attempts` attempts goes to `GUARANTOR_DLQ` with a terminal `failed` verdict.
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
-use futures::StreamExt;
-use guarantor_domain::command::REPLY_TO_HEADER;
-use guarantor_domain::{CommandEnvelope, CommandReply};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use guarantor_domain::command::{done_subject, REPLY_TO_HEADER};
+use guarantor_domain::{Command, CommandEnvelope, CommandReply};
 use guarantor_messaging::{Client, JetStream, COMMAND_STREAM};
-use sqlx::{Acquire, PgPool};
-use tokio::sync::Notify;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::apply::apply;
+use crate::engine::{self, Incoming};
+use crate::error::EngineError;
 
 /// The durable consumer every ledger replica shares.
 pub const CONSUMER: &str = "ledger";
 
+/// Set on a message re-driven from the DLQ: a stored `failed` verdict is applied anew.
+pub const REDRIVE_HEADER: &str = "Guarantor-Redrive";
+
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
-    /// Most messages applied in one Postgres transaction.
+    /// Most commands applied in one Postgres transaction.
     pub batch_max: usize,
-    /// How long JetStream waits for an ack before redelivering.
+    /// How long JetStream waits for an ack (or a progress ack) before redelivering.
     pub ack_wait: Duration,
-    /// Deliveries before a failing message goes to the DLQ.
-    pub max_deliver: i64,
+    /// Workers in this process, each with its own connection.
+    pub workers: usize,
+    /// Attempts at a command without a verdict before it is dead-lettered.
+    pub max_attempts: i32,
 }
 
 impl Default for ConsumerSettings {
@@ -39,78 +55,47 @@ impl Default for ConsumerSettings {
         Self {
             batch_max: 256,
             ack_wait: Duration::from_secs(30),
-            max_deliver: 5,
+            workers: 2,
+            max_attempts: 3,
         }
     }
 }
 
-/// Creates the durable consumer if it does not exist yet.
+/// Creates the durable consumer, or updates it when its settings differ from `settings`.
 pub async fn durable(js: &JetStream, settings: &ConsumerSettings) -> anyhow::Result<PullConsumer> {
     let stream = js.get_stream(COMMAND_STREAM).await?;
-    let consumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            pull::Config {
-                durable_name: Some(CONSUMER.to_owned()),
-                description: Some("the ledger: applies commands and deposit observations".to_owned()),
-                filter_subject: "guarantor.cmd.>".to_owned(),
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: settings.ack_wait,
-                max_deliver: settings.max_deliver,
-                max_ack_pending: 8192,
-                ..Default::default()
-            },
-        )
-        .await?;
+    let config = pull::Config {
+        durable_name: Some(CONSUMER.to_owned()),
+        description: Some("the ledger: applies commands and deposit observations".to_owned()),
+        filter_subject: "guarantor.cmd.>".to_owned(),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: settings.ack_wait,
+        // Unlimited: the ledger counts attempts itself, so deliveries spent by an outage or a crash
+        // never make JetStream give up on a command silently.
+        max_deliver: -1,
+        max_ack_pending: 8192,
+        ..Default::default()
+    };
+    let mut consumer = stream.create_consumer(config.clone()).await?;
+    let info = consumer.info().await?;
+    if info.config.ack_wait != config.ack_wait || info.config.max_deliver != config.max_deliver {
+        anyhow::bail!(
+            "the {CONSUMER} consumer kept ack_wait {:?} / max_deliver {} instead of {:?} / {}",
+            info.config.ack_wait,
+            info.config.max_deliver,
+            config.ack_wait,
+            config.max_deliver
+        );
+    }
     Ok(consumer)
 }
 
-/// Consumes until `shutdown`, finishing the batch in hand before returning.
-pub async fn consume(
-    pool: PgPool,
-    nats: Client,
-    js: JetStream,
-    settings: ConsumerSettings,
-    wake: Arc<Notify>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let consumer = durable(&js, &settings).await?;
-    let mut batches = consumer.messages().await?.ready_chunks(settings.batch_max);
-    loop {
-        let batch = tokio::select! {
-            () = shutdown.cancelled() => break,
-            batch = batches.next() => match batch {
-                Some(batch) => batch,
-                // The server ended the consumer's message stream: stop so a supervisor restarts us.
-                None => anyhow::bail!("the {CONSUMER} consumer's message stream ended"),
-            },
-        };
-        let messages: Vec<Message> = batch
-            .into_iter()
-            .filter_map(|message| {
-                message
-                    .map_err(|err| tracing::warn!(error = %err, "consumer error; continuing"))
-                    .ok()
-            })
-            .collect();
-        if messages.is_empty() {
-            continue;
-        }
-        let span = tracing::info_span!("ledger_batch", size = messages.len());
-        process_batch(&pool, &nats, &js, &settings, messages, &shutdown)
-            .instrument(span)
-            .await;
-        wake.notify_one();
-    }
-    tracing::info!("ledger consumer drained");
-    Ok(())
-}
-
 /// A message and what it carries.
-struct Incoming {
+struct Item {
     message: Message,
-    envelope: CommandEnvelope,
+    incoming: Incoming,
+    delivered: i64,
 }
 
 fn header(message: &Message, name: &str) -> Option<String> {
@@ -121,111 +106,372 @@ fn header(message: &Message, name: &str) -> Option<String> {
         .map(|value| value.as_str().to_owned())
 }
 
-async fn process_batch(
-    pool: &PgPool,
-    nats: &Client,
-    js: &JetStream,
-    settings: &ConsumerSettings,
-    messages: Vec<Message>,
-    shutdown: &CancellationToken,
-) {
-    let mut incoming = Vec::with_capacity(messages.len());
-    for message in messages {
-        match serde_json::from_slice::<CommandEnvelope>(&message.payload) {
-            Ok(envelope) => incoming.push(Incoming { message, envelope }),
-            Err(err) => dead_letter(js, &message, &format!("not a command: {err}")).await,
+/// The key a command locks first; commands with one key go to one worker, in stream order.
+fn shard_key(envelope: &CommandEnvelope) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    match &envelope.command {
+        Command::ActOnDeal { deal_id, .. } => ("deal", deal_id.get()).hash(&mut hasher),
+        Command::CreateDeal(new) => ("user", new.customer_id.get()).hash(&mut hasher),
+        Command::AdjustBalance { user_id, .. } => ("user", user_id.get()).hash(&mut hasher),
+        Command::UpsertUser { external_id, .. } => {
+            ("external", envelope.tenant_id.get(), external_id).hash(&mut hasher)
         }
     }
-    let Some(outcomes) = apply_until_postgres_answers(pool, &incoming, shutdown).await else {
-        // Shutting down while Postgres is away: the messages are redelivered after the ack wait.
-        return;
-    };
-    for (item, outcome) in incoming.iter().zip(outcomes) {
-        match outcome {
-            Ok(reply) => {
-                send_reply(nats, &item.message, &reply).await;
-                ack(&item.message, AckKind::Ack).await;
+    hasher.finish()
+}
+
+/// What the workers share.
+struct Shared {
+    pool: PgPool,
+    nats: Client,
+    js: JetStream,
+    settings: ConsumerSettings,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+}
+
+/// Consumes until `shutdown`, finishing the batches in hand before returning.
+pub async fn consume(
+    pool: PgPool,
+    nats: Client,
+    js: JetStream,
+    settings: ConsumerSettings,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer = durable(&js, &settings).await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(settings.batch_max)
+        .messages()
+        .await?;
+    let workers = settings.workers.max(1);
+    let shared = Arc::new(Shared {
+        pool,
+        nats,
+        js,
+        settings,
+        wake,
+        shutdown: shutdown.clone(),
+    });
+    let mut senders = Vec::with_capacity(workers);
+    let mut tasks = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let (sender, receiver) = mpsc::channel(shared.settings.batch_max.max(1));
+        senders.push(sender);
+        tasks.push(tokio::spawn(
+            work(shared.clone(), receiver).instrument(tracing::info_span!("ledger_worker", worker = index)),
+        ));
+    }
+    let ended = loop {
+        let message = tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            message = messages.next() => match message {
+                Some(Ok(message)) => message,
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "consumer error; continuing");
+                    continue;
+                }
+                // The server ended the consumer's message stream: stop so a supervisor restarts us.
+                None => break Err(anyhow::anyhow!("the {CONSUMER} consumer's message stream ended")),
+            },
+        };
+        let envelope = match serde_json::from_slice::<CommandEnvelope>(&message.payload) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                dead_letter(&shared.js, &message, &format!("not a command: {err}")).await;
+                continue;
             }
-            Err(err) => retry_or_dead_letter(js, settings, &item.message, &format!("{err:#}")).await,
+        };
+        let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+        let item = Item {
+            incoming: Incoming {
+                redrive: header(&message, REDRIVE_HEADER).is_some(),
+                envelope,
+            },
+            message,
+            delivered,
+        };
+        let worker = usize::try_from(shard_key(&item.incoming.envelope) % workers as u64).unwrap_or(0);
+        if senders[worker].send(item).await.is_err() {
+            break Err(anyhow::anyhow!("ledger worker {worker} stopped"));
         }
+    };
+    drop(senders);
+    for task in tasks {
+        task.await?;
+    }
+    tracing::info!("ledger consumer drained");
+    ended
+}
+
+/// One worker: takes what is in hand (up to the batch maximum) and applies it.
+async fn work(shared: Arc<Shared>, mut receiver: mpsc::Receiver<Item>) {
+    let mut connection: Option<PoolConnection<Postgres>> = None;
+    while let Some(first) = receiver.recv().await {
+        let mut items = vec![first];
+        while items.len() < shared.settings.batch_max {
+            match receiver.try_recv() {
+                Ok(item) => items.push(item),
+                Err(_) => break,
+            }
+        }
+        // A redelivered message ended its earlier delivery without a verdict (a crash, an expired
+        // ack, a failure): it is tried alone, so it cannot take a batch of valid commands with it.
+        let (suspects, fresh): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|item| item.delivered > 1);
+        let span = tracing::info_span!("ledger_batch", size = fresh.len());
+        process(&shared, &mut connection, fresh).instrument(span).await;
+        for item in suspects {
+            attempt_alone(&shared, &mut connection, item).await;
+        }
+        shared.wake.notify_one();
     }
 }
 
-/// Retries the batch's transaction while it fails as a whole (Postgres down, commit refused), with
-/// backoff, keeping the messages in hand: an outage must not spend their deliveries and send valid
-/// commands to the DLQ. `None` when shutdown comes first.
-async fn apply_until_postgres_answers(
-    pool: &PgPool,
-    incoming: &[Incoming],
-    shutdown: &CancellationToken,
-) -> Option<Vec<Result<CommandReply, sqlx::Error>>> {
+/// Applies `items` as one batch; a deterministic failure splits the batch in halves until the
+/// failing command is alone.
+fn process<'a>(
+    shared: &'a Shared,
+    connection: &'a mut Option<PoolConnection<Postgres>>,
+    items: Vec<Item>,
+) -> BoxFuture<'a, ()> {
+    async move {
+        if items.is_empty() {
+            return;
+        }
+        match apply_in_hand(shared, connection, &items).await {
+            Some(Ok(replies)) => finish(shared, &items, &replies).await,
+            Some(Err(error)) if items.len() > 1 => {
+                tracing::warn!(
+                    error,
+                    size = items.len(),
+                    "batch failed; splitting it to find the command"
+                );
+                let mut first = items;
+                let second = first.split_off(first.len() / 2);
+                process(shared, connection, first).await;
+                process(shared, connection, second).await;
+            }
+            Some(Err(error)) => {
+                let mut items = items;
+                if let Some(item) = items.pop() {
+                    failed_attempt(shared, connection, item, 0, &error).await;
+                }
+            }
+            // Shutting down while Postgres is away: the messages are redelivered after the ack wait.
+            None => {}
+        }
+    }
+    .boxed()
+}
+
+/// A command whose earlier delivery ended without a verdict: counted, then applied alone (or, past
+/// the attempt budget, dead-lettered without being applied again).
+async fn attempt_alone(shared: &Shared, connection: &mut Option<PoolConnection<Postgres>>, item: Item) {
+    let id = item.incoming.envelope.id;
+    let counted = until_postgres_answers(shared, connection, std::slice::from_ref(&item), |db| {
+        async move { engine::count_attempt(db, id).await.map_err(EngineError::from) }.boxed()
+    })
+    .await;
+    let (attempts, has_verdict) = match counted {
+        Some(Ok(counted)) => counted,
+        Some(Err(error)) => {
+            tracing::error!(error, %id, "cannot count an attempt; retrying later");
+            nak(&item.message, item.delivered).await;
+            return;
+        }
+        None => return,
+    };
+    if attempts > shared.settings.max_attempts && !has_verdict {
+        let error = format!(
+            "{} deliveries ended without a verdict (crashes or expired acks)",
+            attempts - 1
+        );
+        give_up(shared, connection, item, &error).await;
+        return;
+    }
+    match apply_in_hand(shared, connection, std::slice::from_ref(&item)).await {
+        Some(Ok(replies)) => finish(shared, std::slice::from_ref(&item), &replies).await,
+        Some(Err(error)) => failed_attempt(shared, connection, item, attempts, &error).await,
+        None => {}
+    }
+}
+
+/// A single command failed deterministically on attempt `attempts` (0: not counted yet).
+async fn failed_attempt(
+    shared: &Shared,
+    connection: &mut Option<PoolConnection<Postgres>>,
+    item: Item,
+    attempts: i32,
+    error: &str,
+) {
+    let id = item.incoming.envelope.id;
+    let attempts = if attempts == 0 {
+        let counted = until_postgres_answers(shared, connection, std::slice::from_ref(&item), |db| {
+            async move { engine::count_attempt(db, id).await.map_err(EngineError::from) }.boxed()
+        })
+        .await;
+        match counted {
+            Some(Ok((attempts, _))) => attempts,
+            Some(Err(_)) | None => 0,
+        }
+    } else {
+        attempts
+    };
+    let error_text = error.to_owned();
+    let _ = until_postgres_answers(shared, connection, std::slice::from_ref(&item), |db| {
+        let error = error_text.clone();
+        async move {
+            engine::record_attempt_error(db, id, &error)
+                .await
+                .map_err(EngineError::from)
+        }
+        .boxed()
+    })
+    .await;
+    if attempts >= shared.settings.max_attempts {
+        give_up(shared, connection, item, error).await;
+    } else {
+        tracing::warn!(%id, attempts, error, "command failed; it will be tried again alone");
+        nak(&item.message, item.delivered).await;
+    }
+}
+
+/// Dead-letters a command with a terminal `failed` verdict that its client can read.
+async fn give_up(shared: &Shared, connection: &mut Option<PoolConnection<Postgres>>, item: Item, error: &str) {
+    let envelope = item.incoming.envelope.clone();
+    let error_text = error.to_owned();
+    let recorded = until_postgres_answers(shared, connection, std::slice::from_ref(&item), |db| {
+        let (envelope, error) = (envelope.clone(), error_text.clone());
+        async move { engine::record_failure(db, &envelope, &error).await }.boxed()
+    })
+    .await;
+    match recorded {
+        Some(Ok(verdict)) if dead_letter(&shared.js, &item.message, error).await => {
+            let reply = CommandReply {
+                command_id: item.incoming.envelope.id,
+                fingerprint: item.incoming.envelope.fingerprint.clone(),
+                verdict,
+            };
+            send_replies(&shared.nats, &item.message, &reply).await;
+        }
+        Some(Ok(_)) => {}
+        Some(Err(err)) => {
+            tracing::error!(error = %err, "cannot record the failure; retrying later");
+            nak(&item.message, item.delivered).await;
+        }
+        None => {}
+    }
+}
+
+/// Applies the items' commands, retrying transient failures with the messages kept in hand.
+/// `Some(Err)` is a deterministic failure; `None` means shutdown came first.
+async fn apply_in_hand(
+    shared: &Shared,
+    connection: &mut Option<PoolConnection<Postgres>>,
+    items: &[Item],
+) -> Option<Result<Vec<CommandReply>, String>> {
+    let batch: Vec<Incoming> = items.iter().map(|item| item.incoming.clone()).collect();
+    until_postgres_answers(shared, connection, items, |db| {
+        let batch = batch.clone();
+        async move { engine::apply_batch(db, &batch).await }.boxed()
+    })
+    .await
+}
+
+/// Runs `work` on the worker's connection until it ends other than transiently, with backoff, and
+/// progress acks so JetStream neither redelivers the messages nor counts the outage against them.
+async fn until_postgres_answers<T, F>(
+    shared: &Shared,
+    connection: &mut Option<PoolConnection<Postgres>>,
+    items: &[Item],
+    work: F,
+) -> Option<Result<T, String>>
+where
+    F: for<'c> Fn(&'c mut sqlx::PgConnection) -> BoxFuture<'c, Result<T, EngineError>>,
+{
     let mut failures: u32 = 0;
     loop {
-        match apply_all(pool, incoming).await {
-            Ok(outcomes) => return Some(outcomes),
-            Err(err) => {
+        let outcome = match connection {
+            Some(db) => with_progress(items, shared.settings.ack_wait, work(&mut *db)).await,
+            None => match shared.pool.acquire().await {
+                Ok(db) => {
+                    let db = connection.insert(db);
+                    with_progress(items, shared.settings.ack_wait, work(&mut *db)).await
+                }
+                Err(err) => Err(EngineError::from(err)),
+            },
+        };
+        match outcome {
+            Ok(value) => return Some(Ok(value)),
+            Err(EngineError::Deterministic(error)) => return Some(Err(error)),
+            Err(EngineError::Transient(error)) => {
+                // The connection may be the broken part: take a fresh one next time.
+                *connection = None;
                 failures = failures.saturating_add(1);
-                let backoff = Duration::from_millis(200 * 2u64.pow(failures.min(5)));
+                let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
                 tracing::warn!(
-                    error = format!("{err:#}"),
+                    error,
                     ?backoff,
-                    "batch not applied; Postgres unavailable, retrying"
+                    size = items.len(),
+                    "transient failure; retrying with the batch in hand"
                 );
-                // Tell JetStream the messages are still being worked on, so it does not redeliver them.
-                for item in incoming {
+                for item in items {
                     ack(&item.message, AckKind::Progress).await;
                 }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {},
-                    () = shutdown.cancelled() => return None,
+                    () = shared.shutdown.cancelled() => return None,
                 }
             }
         }
     }
 }
 
-/// Applies every command in one transaction; a command that fails is rolled back to its savepoint
-/// and reported, the others commit.
-async fn apply_all(pool: &PgPool, incoming: &[Incoming]) -> anyhow::Result<Vec<Result<CommandReply, sqlx::Error>>> {
-    let mut tx = pool.begin().await?;
-    let mut outcomes = Vec::with_capacity(incoming.len());
-    for item in incoming {
-        let span = tracing::info_span!(
-            "command",
-            command_id = %item.envelope.id,
-            kind = item.envelope.command.kind(),
-            tenant_id = item.envelope.tenant_id.get(),
-            deal_id = item.envelope.command.deal_id().map(|id| id.get()),
-            user_id = item.envelope.command.user_id().map(|id| id.get()),
-            request_id = header(&item.message, guarantor_telemetry::REQUEST_ID_HEADER).unwrap_or_default(),
-        );
-        let mut savepoint = tx.begin().await?;
-        match apply(&mut savepoint, &item.envelope).instrument(span).await {
-            Ok(reply) => {
-                savepoint.commit().await?;
-                outcomes.push(Ok(reply));
-            }
-            Err(err) => {
-                savepoint.rollback().await?;
-                outcomes.push(Err(err));
+/// Runs `work`, telling JetStream every third of the ack wait that the messages are still being
+/// worked on (a batch waiting on locks must not be redelivered meanwhile).
+async fn with_progress<T>(
+    items: &[Item],
+    ack_wait: Duration,
+    work: impl std::future::Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    let mut work = std::pin::pin!(work);
+    let period = (ack_wait / 3).max(Duration::from_millis(100));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            outcome = &mut work => return outcome,
+            _ = ticks.tick() => {
+                for item in items {
+                    ack(&item.message, AckKind::Progress).await;
+                }
             }
         }
     }
-    tx.commit().await?;
-    Ok(outcomes)
 }
 
-async fn send_reply(nats: &Client, message: &Message, reply: &CommandReply) {
-    let Some(reply_to) = header(message, REPLY_TO_HEADER) else {
-        return;
-    };
-    match serde_json::to_vec(reply) {
-        Ok(payload) => {
-            if let Err(err) = nats.publish(reply_to, Bytes::from(payload)).await {
-                tracing::warn!(error = %err, "reply not sent; the client can read GET /commands/{{id}}");
-            }
+async fn finish(shared: &Shared, items: &[Item], replies: &[CommandReply]) {
+    for (item, reply) in items.iter().zip(replies) {
+        send_replies(&shared.nats, &item.message, reply).await;
+        ack(&item.message, AckKind::Ack).await;
+    }
+}
+
+/// Sends the verdict to the ingress that issued the command and announces it on its done subject.
+async fn send_replies(nats: &Client, message: &Message, reply: &CommandReply) {
+    let payload = match serde_json::to_vec(reply) {
+        Ok(payload) => Bytes::from(payload),
+        Err(err) => {
+            tracing::error!(error = %err, "reply not serialisable");
+            return;
         }
-        Err(err) => tracing::error!(error = %err, "reply not serialisable"),
+    };
+    let mut subjects = vec![done_subject(reply.command_id)];
+    subjects.extend(header(message, REPLY_TO_HEADER));
+    for subject in subjects {
+        if let Err(err) = nats.publish(subject, payload.clone()).await {
+            tracing::warn!(error = %err, "reply not sent; the client can read GET /commands/{{id}}");
+        }
     }
 }
 
@@ -235,19 +481,14 @@ async fn ack(message: &Message, kind: AckKind) {
     }
 }
 
-async fn retry_or_dead_letter(js: &JetStream, settings: &ConsumerSettings, message: &Message, error: &str) {
-    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-    if delivered >= settings.max_deliver {
-        dead_letter(js, message, error).await;
-    } else {
-        let backoff = Duration::from_millis(200 * 2u64.pow(u32::try_from(delivered).unwrap_or(5).min(5)));
-        tracing::warn!(delivered, ?backoff, error, "command failed; retrying");
-        ack(message, AckKind::Nak(Some(backoff))).await;
-    }
+async fn nak(message: &Message, delivered: i64) {
+    let backoff = Duration::from_millis(200 * 2u64.pow(u32::try_from(delivered).unwrap_or(5).min(5)));
+    ack(message, AckKind::Nak(Some(backoff))).await;
 }
 
-/// Moves a message that cannot be processed to `GUARANTOR_DLQ` with its error, and stops its delivery.
-async fn dead_letter(js: &JetStream, message: &Message, error: &str) {
+/// Moves a message that cannot be processed to `GUARANTOR_DLQ` with its error, and stops its
+/// delivery. Returns whether the DLQ has it.
+async fn dead_letter(js: &JetStream, message: &Message, error: &str) -> bool {
     let sequence = message.info().map(|info| info.stream_sequence).unwrap_or_default();
     tracing::error!(subject = %message.subject, sequence, error, "message moved to the DLQ");
     let mut headers = guarantor_messaging::headers(&format!("dlq:{COMMAND_STREAM}:{sequence}"), None);
@@ -271,11 +512,18 @@ async fn dead_letter(js: &JetStream, message: &Message, error: &str) {
         .await;
     match published {
         Ok(ack_future) => match ack_future.await {
-            Ok(_) => ack(message, AckKind::Term).await,
+            Ok(_) => {
+                ack(message, AckKind::Term).await;
+                true
+            }
             Err(err) => {
-                tracing::error!(error = %err, "DLQ publish not acknowledged; message stays pending")
+                tracing::error!(error = %err, "DLQ publish not acknowledged; message stays pending");
+                false
             }
         },
-        Err(err) => tracing::error!(error = %err, "DLQ publish failed; message stays pending"),
+        Err(err) => {
+            tracing::error!(error = %err, "DLQ publish failed; message stays pending");
+            false
+        }
     }
 }

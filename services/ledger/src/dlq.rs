@@ -67,6 +67,7 @@ pub async fn redrive(js: &JetStream, sequence: u64) -> anyhow::Result<String> {
             }
         }
     }
+    headers.insert(crate::consumer::REDRIVE_HEADER, "true");
     js.publish_with_headers(original.clone(), headers, Bytes::from(message.payload.to_vec()))
         .await?
         .await?;

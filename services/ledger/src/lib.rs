@@ -2,18 +2,13 @@
 //! `GUARANTOR_CMD`, applies each at most once in Postgres together with its inbox row and its outbox
 //! events, replies to the waiting ingress, and relays the outbox to `GUARANTOR_EVT`.
 
-pub mod accounts;
-mod adjustments;
-pub mod apply;
 pub mod consumer;
-mod deals;
 pub mod dlq;
-pub mod events;
+pub mod engine;
+pub mod error;
 pub mod outbox;
 pub mod reconcile;
-mod rejection;
 pub mod replay;
-mod users;
 
 use std::sync::Arc;
 

@@ -10,7 +10,7 @@ use guarantor_domain::CommandEnvelope;
 use guarantor_messaging::{JetStream, COMMAND_STREAM};
 use sqlx::PgPool;
 
-use crate::apply::apply;
+use crate::engine::{self, Incoming};
 
 /// Where a replay starts.
 #[derive(Debug, Clone, Copy)]
@@ -80,9 +80,15 @@ pub async fn replay(
         report.last_sequence = sequence;
         match serde_json::from_slice::<CommandEnvelope>(&message.payload) {
             Ok(envelope) => {
-                let mut tx = pool.begin().await?;
-                apply(&mut tx, &envelope).await?;
-                tx.commit().await?;
+                let mut db = pool.acquire().await?;
+                engine::apply_batch(
+                    &mut db,
+                    &[Incoming {
+                        envelope,
+                        redrive: false,
+                    }],
+                )
+                .await?;
             }
             Err(_) => report.skipped += 1,
         }

@@ -4,8 +4,9 @@
 use chrono::Utc;
 use guarantor_domain::{
     Command, CommandEnvelope, CommandId, CommandReply, Currency, DealAction, DealId, NewDeal, Role, TenantId, UserId,
+    Verdict,
 };
-use guarantor_ledger::apply::apply;
+use guarantor_ledger::engine::{apply_batch, Incoming};
 use guarantor_testkit::TestDb;
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -34,14 +35,24 @@ impl Ledger {
             issued_at: Utc::now(),
             command,
         };
-        let mut tx = self.db.pool.begin().await.unwrap();
-        let reply = apply(&mut tx, &envelope).await.unwrap();
-        tx.commit().await.unwrap();
-        reply
+        let mut db = self.db.pool.acquire().await.unwrap();
+        let mut replies = apply_batch(
+            &mut db,
+            &[Incoming {
+                envelope,
+                redrive: false,
+            }],
+        )
+        .await
+        .unwrap();
+        replies.pop().unwrap()
     }
 
     fn body(reply: &CommandReply) -> &Value {
-        reply.body.as_ref().unwrap()
+        match &reply.verdict {
+            Verdict::Applied { body: Some(body) } => body,
+            other => panic!("not applied with a body: {other:?}"),
+        }
     }
 
     async fn user(&self, name: &str) -> UserId {
@@ -100,7 +111,7 @@ impl Ledger {
                 },
             )
             .await;
-        assert_eq!(reply.http_status, 200, "{reply:?}");
+        assert!(matches!(reply.verdict, Verdict::Applied { .. }), "{reply:?}");
     }
 
     async fn status(&self, deal: DealId) -> String {

@@ -4,7 +4,6 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use crate::{CommandId, Currency, DealAction, DealId, Role, TenantId, UserId};
 
@@ -14,14 +13,21 @@ pub const COMMAND_SUBJECT_PREFIX: &str = "guarantor.cmd";
 /// The header naming the core NATS subject the issuing ingress listens on for the reply.
 pub const REPLY_TO_HEADER: &str = "Guarantor-Reply-To";
 
-/// A command with who issued it. Its id is the `Nats-Msg-Id` and the ledger's inbox key.
+/// Where the ledger announces each verdict (besides the issuing ingress's reply subject), for a
+/// request that waits on a command another request submitted first.
+pub fn done_subject(id: CommandId) -> String {
+    format!("guarantor.done.{id}")
+}
+
+/// A command with who issued it. Its id is the ledger's inbox key; `<id>:<fingerprint>` is its
+/// `Nats-Msg-Id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandEnvelope {
     pub id: CommandId,
     pub tenant_id: TenantId,
     pub role: Role,
-    /// SHA-256 (hex) of the route and the canonical request body: an Idempotency-Key reused with
-    /// another route or body is refused.
+    /// SHA-256 (hex) of the route, the key's role, the acting user and the canonical request body:
+    /// an Idempotency-Key reused with another request is refused.
     pub fingerprint: String,
     pub issued_at: DateTime<Utc>,
     pub command: Command,
@@ -105,19 +111,6 @@ pub struct NewDeal {
 pub struct DisputeOpening {
     pub title: String,
     pub description: String,
-}
-
-/// The outcome of a command as the client sees it: an HTTP status and a body (none for `deny`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CommandReply {
-    pub command_id: CommandId,
-    pub http_status: u16,
-    pub body: Option<Value>,
-}
-
-/// The documented error body, shared by the ingress and the ledger.
-pub fn error_body(code: &str, message: &str, details: Value) -> Value {
-    json!({ "error": { "code": code, "message": message, "details": details } })
 }
 
 #[cfg(test)]

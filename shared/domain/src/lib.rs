@@ -6,9 +6,11 @@ pub mod deal;
 mod ids;
 mod money;
 mod role;
+pub mod verdict;
 
-pub use command::{Command, CommandEnvelope, CommandReply, DisputeOpening, NewDeal};
+pub use command::{Command, CommandEnvelope, DisputeOpening, NewDeal};
 pub use deal::{Actor, DealAction, DealStatus};
 pub use ids::{ApiKeyId, CommandId, DealId, IdError, PaymentId, TenantId, UserId};
 pub use money::{format_wire, Amount, AmountError, Currency, CurrencyError, RawAmount};
 pub use role::{Role, RoleError};
+pub use verdict::{error_body, CommandReply, ErrorCode, Rejection, Verdict};

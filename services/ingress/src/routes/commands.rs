@@ -2,23 +2,24 @@
 
 use axum::extract::State;
 use axum::Json;
-use guarantor_domain::CommandId;
+use guarantor_domain::{CommandId, Verdict};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::api_keys::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::IdPath;
-use crate::AppState;
+use crate::{dispatch, repo, AppState};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CommandStatus {
     #[schema(value_type = String, format = Uuid)]
     pub command_id: CommandId,
-    /// `pending` until the ledger has applied the command, then `done`.
+    /// `pending` until the ledger has decided, then `done` (applied or refused), or `failed` when
+    /// the ledger gave up on the command and dead-lettered it (`body` has the error).
     #[schema(example = "done")]
     pub status: &'static str,
-    /// The status the synchronous call would have answered.
+    /// The status the synchronous call would have answered (500 for `failed`).
     pub http_status: Option<u16>,
     /// The body the synchronous call would have answered.
     #[schema(value_type = Object)]
@@ -42,28 +43,24 @@ pub async fn get(
     principal: Principal,
     IdPath(id): IdPath<CommandId>,
 ) -> Result<Json<CommandStatus>, ApiError> {
-    let done: Option<(i16, Option<Value>)> =
-        sqlx::query_as("SELECT http_status, body FROM commands WHERE id = $1 AND tenant_id = $2")
-            .bind(id)
-            .bind(principal.tenant_id)
-            .fetch_optional(&state.pool)
-            .await
-            .map_err(ApiError::database)?;
-    if let Some((http_status, body)) = done {
+    let verdict = repo::verdict_of(&state.pool, principal.tenant_id, id)
+        .await
+        .map_err(ApiError::database)?;
+    if let Some(verdict) = verdict {
+        let (http_status, body) = dispatch::reported(&verdict);
         return Ok(Json(CommandStatus {
             command_id: id,
-            status: "done",
-            http_status: Some(http_status.unsigned_abs()),
+            status: match verdict {
+                Verdict::Applied { .. } | Verdict::Refused { .. } => "done",
+                Verdict::Failed { .. } => "failed",
+            },
+            http_status: Some(http_status),
             body,
         }));
     }
-    let accepted: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accepted_commands WHERE id = $1 AND tenant_id = $2)")
-            .bind(id)
-            .bind(principal.tenant_id)
-            .fetch_one(&state.pool)
-            .await
-            .map_err(ApiError::database)?;
+    let accepted = repo::was_accepted(&state.pool, principal.tenant_id, id)
+        .await
+        .map_err(ApiError::database)?;
     if !accepted {
         return Err(ApiError::not_found("command"));
     }

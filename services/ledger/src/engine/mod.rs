@@ -1,0 +1,545 @@
+//! The set-based batch engine. One transaction per batch with a constant number of statements:
+//! claim the commands (a racing redelivery waits, then answers the stored verdict), lock every row
+//! the batch can touch in one global order, run the state machine over the rows in memory in stream
+//! order, then write the effects with a few `unnest` statements and commit. Replies go out only
+//! after the commit (the consumer's job).
+
+mod repo;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::panic::AssertUnwindSafe;
+
+use chrono::Utc;
+use guarantor_domain::{
+    Command, CommandEnvelope, CommandId, CommandReply, Currency, DealAction, DealId, ErrorCode, Rejection, UserId,
+    Verdict,
+};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sqlx::{Acquire, PgConnection};
+
+pub use repo::{count_attempt, record_attempt_error, Answer};
+use state::{Account, BatchState, Draft, Step, Upserted};
+
+use crate::error::EngineError;
+
+/// The version of the event envelope (`schema_version`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How often a batch is re-planned when a deal became waiting between planning and locking.
+const PLAN_ROUNDS: usize = 4;
+
+/// A command as the engine receives it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub envelope: CommandEnvelope,
+    /// Re-driven from the DLQ by an operator: a stored `failed` verdict is applied anew.
+    pub redrive: bool,
+}
+
+/// Applies `batch` in one transaction and returns one reply per command, in order.
+pub async fn apply_batch(db: &mut PgConnection, batch: &[Incoming]) -> Result<Vec<CommandReply>, EngineError> {
+    let mut extra = Vec::new();
+    for _ in 0..PLAN_ROUNDS {
+        let mut tx = db.begin().await?;
+        match run(&mut tx, batch, &extra).await? {
+            Ran::Done(replies) => {
+                tx.commit().await?;
+                return Ok(replies);
+            }
+            Ran::Replan(missed) => {
+                tx.rollback().await?;
+                extra.extend(missed);
+            }
+        }
+    }
+    Err(EngineError::Transient(
+        "waiting deals kept changing while the batch was planned".into(),
+    ))
+}
+
+/// Writes the terminal `failed` verdict of a command that is being dead-lettered.
+pub async fn record_failure(
+    db: &mut PgConnection,
+    envelope: &CommandEnvelope,
+    error: &str,
+) -> Result<Verdict, EngineError> {
+    let verdict = Verdict::Failed {
+        rejection: Rejection::new(
+            ErrorCode::CommandFailed,
+            "the ledger could not apply this command; it was set aside for an operator",
+        )
+        .with_details(json!({ "command_id": envelope.id })),
+    };
+    tracing::error!(command_id = %envelope.id, error, "command failed for good; dead-lettered");
+    repo::record_failure(
+        db,
+        &Answer {
+            id: envelope.id.as_uuid(),
+            tenant_id: envelope.tenant_id,
+            kind: envelope.command.kind(),
+            fingerprint: envelope.fingerprint.clone(),
+            verdict: verdict.clone(),
+        },
+    )
+    .await?;
+    Ok(verdict)
+}
+
+enum Ran {
+    Done(Vec<CommandReply>),
+    /// These waiting deals were not in the locked set: lock them too and start again.
+    Replan(Vec<i64>),
+}
+
+/// What to do with one message of the batch.
+enum Plan {
+    /// Answered from the inbox (or refused as a reused key) without applying anything.
+    Answer(Verdict),
+    /// Applied by this batch.
+    Fresh,
+    /// The same command id as an earlier message of this batch.
+    SameAs(usize),
+}
+
+fn key_reused() -> Verdict {
+    Verdict::refused(Rejection::new(
+        ErrorCode::IdempotencyKeyReused,
+        "this Idempotency-Key was used with another request",
+    ))
+}
+
+/// The rows a batch's commands can touch, found before anything is locked.
+#[derive(Default)]
+struct Reach {
+    /// Deals acted on.
+    deals: BTreeSet<i64>,
+    /// Available accounts the batch may move money on.
+    accounts: BTreeSet<(UserId, Currency)>,
+    /// Users whose available balance may rise (their waiting deals may be funded).
+    rising: BTreeSet<i64>,
+    /// Users whose tenant the batch needs.
+    users: BTreeSet<i64>,
+    upserts: BTreeMap<(i64, String), String>,
+    creates: usize,
+    currencies_adjusted: BTreeSet<&'static str>,
+}
+
+async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -> Result<Ran, EngineError> {
+    // 1. Claim: lock the command ids, read the verdicts already stored.
+    let mut keys: Vec<i64> = batch.iter().map(|item| repo::lock_key(item.envelope.id)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    repo::lock_commands(db, &keys).await?;
+    let ids: Vec<uuid::Uuid> = batch.iter().map(|item| item.envelope.id.as_uuid()).collect();
+    let stored = repo::stored(db, &ids).await?;
+    let mut first_of: HashMap<CommandId, usize> = HashMap::new();
+    let plans: Vec<Plan> = batch
+        .iter()
+        .enumerate()
+        .map(|(index, item)| {
+            let env = &item.envelope;
+            if let Some(&first) = first_of.get(&env.id) {
+                return if batch[first].envelope.fingerprint == env.fingerprint {
+                    Plan::SameAs(first)
+                } else {
+                    Plan::Answer(key_reused())
+                };
+            }
+            first_of.insert(env.id, index);
+            match stored.get(&env.id.as_uuid()) {
+                Some(stored) if stored.fingerprint != env.fingerprint => Plan::Answer(key_reused()),
+                Some(stored) if matches!(stored.verdict, Verdict::Failed { .. }) && item.redrive => Plan::Fresh,
+                Some(stored) => Plan::Answer(stored.verdict.clone()),
+                None => Plan::Fresh,
+            }
+        })
+        .collect();
+    let fresh: Vec<&CommandEnvelope> = batch
+        .iter()
+        .zip(&plans)
+        .filter(|(_, plan)| matches!(plan, Plan::Fresh))
+        .map(|(item, _)| &item.envelope)
+        .collect();
+
+    // 2. Plan the locks from what the commands name (deal parties never change, so reading them
+    //    without a lock is safe).
+    let mut reach = Reach::default();
+    for env in &fresh {
+        match &env.command {
+            Command::UpsertUser { external_id, name } => {
+                reach
+                    .upserts
+                    .insert((env.tenant_id.get(), external_id.clone()), name.clone());
+            }
+            Command::CreateDeal(new) => {
+                reach.creates += 1;
+                reach.users.extend([new.customer_id.get(), new.performer_id.get()]);
+            }
+            Command::ActOnDeal { deal_id, .. } => {
+                reach.deals.insert(deal_id.get());
+            }
+            Command::AdjustBalance {
+                user_id,
+                currency,
+                amount,
+                ..
+            } => {
+                reach.users.insert(user_id.get());
+                reach.accounts.insert((*user_id, *currency));
+                reach.currencies_adjusted.insert(currency.code());
+                if amount.is_sign_positive() {
+                    reach.rising.insert(user_id.get());
+                }
+            }
+        }
+    }
+    let acted: Vec<i64> = reach.deals.iter().copied().collect();
+    let parties = repo::deal_parties(db, &acted).await?;
+    let parties: HashMap<DealId, (UserId, UserId, Currency)> = parties
+        .into_iter()
+        .map(|(deal, customer, performer, currency)| (deal, (customer, performer, currency)))
+        .collect();
+    for env in &fresh {
+        let Command::ActOnDeal { deal_id, action, .. } = &env.command else {
+            continue;
+        };
+        let Some(&(customer, performer, currency)) = parties.get(deal_id) else {
+            continue;
+        };
+        reach.users.extend([customer.get(), performer.get()]);
+        let (moves, rises): (&[UserId], &[UserId]) = match action {
+            DealAction::Confirm | DealAction::Fund => (&[customer], &[]),
+            DealAction::Close | DealAction::ClosePerformer => (&[customer, performer], &[performer]),
+            DealAction::CloseCustomer => (&[customer], &[customer]),
+            DealAction::Deny | DealAction::Cancel | DealAction::Dispute => (&[], &[]),
+        };
+        reach.accounts.extend(moves.iter().map(|user| (*user, currency)));
+        reach.rising.extend(rises.iter().map(|user| user.get()));
+    }
+
+    // 3. Users: their tenants, and the batch's upserts (sorted by tenant and external id).
+    let users: Vec<i64> = reach.users.iter().copied().collect();
+    let tenant_of_user: HashMap<UserId, guarantor_domain::TenantId> =
+        repo::tenants_of(db, &users).await?.into_iter().collect();
+    let upsert_rows: Vec<(guarantor_domain::TenantId, String, String)> = reach
+        .upserts
+        .iter()
+        .filter_map(|((tenant, external), name)| {
+            guarantor_domain::TenantId::new(*tenant)
+                .ok()
+                .map(|tenant| (tenant, external.clone(), name.clone()))
+        })
+        .collect();
+    let upserted: HashMap<(guarantor_domain::TenantId, String), Upserted> = if upsert_rows.is_empty() {
+        HashMap::new()
+    } else {
+        repo::upsert_users(db, &upsert_rows)
+            .await?
+            .into_iter()
+            .map(|(tenant, external, id, created_at, existed)| {
+                (
+                    (tenant, external),
+                    Upserted {
+                        id,
+                        created_at,
+                        existed,
+                    },
+                )
+            })
+            .collect()
+    };
+
+    // 4. Deals, in id order: the acted ones and the waiting deals of every user whose balance may rise.
+    let mut deal_ids = acted.clone();
+    deal_ids.extend_from_slice(extra_waiting);
+    let rising: Vec<i64> = reach.rising.iter().copied().collect();
+    let deals = if deal_ids.is_empty() && rising.is_empty() {
+        Vec::new()
+    } else {
+        repo::lock_deals(db, &deal_ids, &rising).await?
+    };
+
+    // 5. Accounts, in id order: the available accounts money may move on (opened first if new) and
+    //    the escrows of the locked deals.
+    let account_keys: Vec<(UserId, Currency)> = reach
+        .accounts
+        .iter()
+        .filter(|(user, _)| tenant_of_user.contains_key(user))
+        .copied()
+        .collect();
+    let locked_deal_ids: Vec<i64> = deals.iter().map(|deal| deal.id.get()).collect();
+    let mut state = BatchState {
+        tenant_of_user,
+        upserted,
+        ..BatchState::default()
+    };
+    if !account_keys.is_empty() || !locked_deal_ids.is_empty() {
+        for row in repo::lock_accounts(db, &account_keys, &locked_deal_ids).await? {
+            if let Some(user) = row.user_id {
+                state.available.insert((user, row.currency), row.id);
+            }
+            state.accounts.insert(
+                row.id,
+                Account {
+                    balance: row.balance,
+                    external: false,
+                },
+            );
+        }
+        let customers: Vec<i64> = account_keys.iter().map(|(user, _)| user.get()).collect();
+        for (user, currency, held) in repo::held(db, &customers).await? {
+            state.held.insert((user, currency), held);
+        }
+    }
+    if !rising.is_empty() {
+        let locked: BTreeSet<DealId> = deals.iter().map(|deal| deal.id).collect();
+        let missed: Vec<i64> = repo::waiting_of(db, &rising)
+            .await?
+            .into_iter()
+            .filter(|id| !locked.contains(id))
+            .map(DealId::get)
+            .collect();
+        if !missed.is_empty() {
+            return Ok(Ran::Replan(missed));
+        }
+    }
+    for deal in deals {
+        if deal.status == guarantor_domain::DealStatus::WaitingForPayment {
+            state
+                .waiting
+                .entry((deal.customer_id, deal.currency))
+                .or_default()
+                .insert(deal.id);
+        }
+        state.deals.insert(deal.id, deal);
+    }
+    if !reach.currencies_adjusted.is_empty() {
+        let currencies: Vec<&'static str> = reach.currencies_adjusted.iter().copied().collect();
+        for (currency, id) in repo::operator_accounts(db, &currencies).await? {
+            state.operator.insert(currency, id);
+        }
+    }
+    // Accounts that do not exist yet get reserved ids; they are opened only if money moves on them.
+    let mut missing: Vec<(Option<UserId>, Currency)> = account_keys
+        .iter()
+        .filter(|key| !state.available.contains_key(key))
+        .map(|(user, currency)| (Some(*user), *currency))
+        .collect();
+    missing.extend(
+        reach
+            .currencies_adjusted
+            .iter()
+            .filter_map(|code| code.parse::<Currency>().ok())
+            .filter(|currency| !state.operator.contains_key(currency))
+            .map(|currency| (None, currency)),
+    );
+    let reserved = repo::reserve(db, reach.creates, missing.len()).await?;
+    state.now = reserved.now;
+    let (escrows, opened) = reserved.accounts.split_at(reach.creates.min(reserved.accounts.len()));
+    state.fresh_ids = reserved
+        .deals
+        .iter()
+        .zip(escrows)
+        .filter_map(|(deal, escrow)| DealId::new(*deal).ok().map(|deal| (deal, *escrow)))
+        .collect();
+    for (id, (user, currency)) in opened.iter().zip(missing) {
+        match user {
+            Some(user) => state.available.insert((user, currency), *id),
+            None => state.operator.insert(currency, *id),
+        };
+        state.unopened.insert(*id, (user, currency));
+    }
+    for id in state.operator.values() {
+        state.accounts.insert(
+            *id,
+            Account {
+                balance: Decimal::ZERO,
+                external: true,
+            },
+        );
+    }
+    for (user, currency) in &account_keys {
+        if let Some(id) = state.available.get(&(*user, *currency)) {
+            state.accounts.entry(*id).or_insert(Account {
+                balance: Decimal::ZERO,
+                external: false,
+            });
+        }
+    }
+    let external: BTreeSet<i64> = state.operator.values().copied().collect();
+    let now = state.now;
+
+    // 6. The state machine, in stream order, in memory.
+    let steps = {
+        let state = &mut state;
+        std::panic::catch_unwind(AssertUnwindSafe(move || {
+            fresh
+                .iter()
+                .map(|env| state.apply(env).map(|step| (*env, step)))
+                .collect::<Result<Vec<_>, _>>()
+        }))
+        .map_err(|panic| EngineError::Deterministic(format!("the engine panicked: {}", panic_message(&panic))))?
+        .map_err(|broken| EngineError::Deterministic(format!("ledger invariant: {}", broken.0)))?
+    };
+
+    // 7. Write the effects, set-based.
+    let transfer_ids = repo::reserve_transfers(db, state.transfers.len()).await?;
+    let render = |draft: &Draft| -> Result<Value, EngineError> {
+        let mut value = draft.value.clone();
+        if let Some(index) = draft.transfer {
+            let id = transfer_ids
+                .get(index)
+                .ok_or_else(|| EngineError::Deterministic("a transfer has no reserved id".into()))?;
+            value["transfer_id"] = json!(id);
+        }
+        Ok(value)
+    };
+    let created: BTreeSet<DealId> = state.created_deals.iter().copied().collect();
+    let inserted: Vec<&state::Deal> = state
+        .created_deals
+        .iter()
+        .filter_map(|id| state.deals.get(id))
+        .collect();
+    let updated: Vec<&state::Deal> = state
+        .changed_deals
+        .iter()
+        .filter(|id| !created.contains(id))
+        .filter_map(|id| state.deals.get(id))
+        .collect();
+    repo::insert_deals(db, &inserted).await?;
+    repo::update_deals(db, &updated).await?;
+    let used: BTreeSet<i64> = state.transfers.iter().flat_map(|t| [t.debit, t.credit]).collect();
+    let opening: Vec<repo::NewAccount> = state
+        .unopened
+        .iter()
+        .filter(|(id, _)| used.contains(id))
+        .map(|(id, (user, currency))| repo::NewAccount {
+            id: *id,
+            user_id: *user,
+            currency: *currency,
+            balance: state.deltas.get(id).copied().unwrap_or_default(),
+        })
+        .collect();
+    if repo::open_accounts(db, &opening).await? < opening.len() {
+        // Another transaction opened one of these accounts since the batch looked: plan again.
+        return Ok(Ran::Replan(Vec::new()));
+    }
+    let opened: BTreeSet<DealId> = state.opened_disputes.iter().copied().collect();
+    let dispute_of = |id: &DealId| {
+        state
+            .deals
+            .get(id)
+            .and_then(|deal| deal.dispute.as_ref())
+            .map(|d| (*id, d))
+    };
+    let new_disputes: Vec<_> = opened.iter().filter_map(dispute_of).collect();
+    let resolved: Vec<_> = state
+        .resolved_disputes
+        .iter()
+        .filter(|id| !opened.contains(id))
+        .filter_map(dispute_of)
+        .collect();
+    repo::insert_disputes(db, &new_disputes).await?;
+    repo::resolve_disputes(db, &resolved).await?;
+    repo::insert_transfers(db, &state.transfers, &transfer_ids, now).await?;
+    type Deltas = Vec<(i64, Decimal)>;
+    let (external_deltas, internal_deltas): (Deltas, Deltas) = state
+        .deltas
+        .iter()
+        .filter(|(id, delta)| !delta.is_zero() && !state.unopened.contains_key(id))
+        .map(|(id, delta)| (*id, *delta))
+        .partition(|(id, _)| external.contains(id));
+    repo::apply_deltas(db, &internal_deltas).await?;
+
+    let mut counts: BTreeMap<(&'static str, i64), i64> = BTreeMap::new();
+    for event in &state.events {
+        *counts.entry((event.aggregate, event.aggregate_id)).or_default() += 1;
+    }
+    let last = repo::advance_sequences(db, &counts).await?;
+    let mut next: BTreeMap<(&'static str, i64), i64> = BTreeMap::new();
+    for (key, count) in &counts {
+        let last = last
+            .get(&(key.0.to_owned(), key.1))
+            .ok_or_else(|| EngineError::Deterministic(format!("no sequence for {}.{}", key.0, key.1)))?;
+        next.insert(*key, last - count + 1);
+    }
+    let occurred_at = Utc::now();
+    let mut outbox = Vec::with_capacity(state.events.len());
+    for event in &state.events {
+        let sequence = next
+            .get_mut(&(event.aggregate, event.aggregate_id))
+            .ok_or_else(|| EngineError::Deterministic("an event has no sequence".into()))?;
+        let event_id = uuid::Uuid::now_v7();
+        outbox.push(repo::OutboxRow {
+            event_id,
+            subject: format!(
+                "guarantor.evt.{}.{}.{}",
+                event.aggregate, event.aggregate_id, event.name
+            ),
+            payload: json!({
+                "id": event_id,
+                "type": format!("{}.{}", event.aggregate, event.name),
+                "schema_version": SCHEMA_VERSION,
+                "sequence": *sequence,
+                "occurred_at": occurred_at,
+                "tenant_id": event.tenant_id,
+                "data": render(&event.data)?,
+            }),
+        });
+        *sequence += 1;
+    }
+    repo::insert_outbox(db, &outbox).await?;
+
+    let mut verdicts: HashMap<CommandId, Verdict> = HashMap::new();
+    let mut answers = Vec::with_capacity(steps.len());
+    for (env, step) in steps {
+        let verdict = match step {
+            Step::Applied(body) => Verdict::Applied {
+                body: body.as_ref().map(&render).transpose()?,
+            },
+            Step::Refused(rejection) => Verdict::refused(rejection),
+        };
+        answers.push(Answer {
+            id: env.id.as_uuid(),
+            tenant_id: env.tenant_id,
+            kind: env.command.kind(),
+            fingerprint: env.fingerprint.clone(),
+            verdict: verdict.clone(),
+        });
+        verdicts.insert(env.id, verdict);
+    }
+    repo::insert_answers(db, &answers).await?;
+    // The hot external rows last: their locks are held only across the commit.
+    repo::apply_deltas(db, &external_deltas).await?;
+
+    let mut replies: Vec<CommandReply> = Vec::with_capacity(batch.len());
+    for (index, (item, plan)) in batch.iter().zip(plans).enumerate() {
+        let verdict = match plan {
+            Plan::Answer(verdict) => verdict,
+            Plan::Fresh => verdicts
+                .get(&item.envelope.id)
+                .cloned()
+                .ok_or_else(|| EngineError::Deterministic(format!("command {index} has no verdict")))?,
+            Plan::SameAs(first) => replies
+                .get(first)
+                .map(|reply| reply.verdict.clone())
+                .ok_or_else(|| EngineError::Deterministic(format!("command {index} repeats an unknown one")))?,
+        };
+        replies.push(CommandReply {
+            command_id: item.envelope.id,
+            fingerprint: item.envelope.fingerprint.clone(),
+            verdict,
+        });
+    }
+    Ok(Ran::Done(replies))
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
