@@ -205,3 +205,42 @@ async fn up_says_how_to_start_nats_when_it_is_unreachable() {
     assert!(stderr.contains("NATS is not reachable"), "{stderr}");
     assert!(stderr.contains("nats-server -js"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_benchmark_runs_its_own_system_and_reports_the_full_path_beside_its_baselines() {
+    let db = guarantor_testkit::TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = guarantor_config::ExposeSecret::expose_secret(&db.url()).to_owned();
+    let (ran, stdout, stderr) = run(support::command(&url, "nats://127.0.0.1:1", dir.path()).args([
+        "bench",
+        "--seconds",
+        "1",
+        "--clients",
+        "1,2",
+        "--open-deals",
+        "20",
+        "--json",
+    ]))
+    .await;
+    assert!(ran, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("{err}: {stdout}"));
+    assert!(report["pgbench"]["tps"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["jetstream"]["sync_per_sec"].as_f64().unwrap() > 0.0, "{report}");
+    let phases = report["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2);
+    for phase in phases {
+        assert!(phase["lifecycles"].as_u64().unwrap() > 0, "{phase}");
+        assert_eq!(phase["errors"], serde_json::json!({}), "{phase}");
+        assert!(phase["routes"]["create"]["p99_ms"].as_f64().unwrap() > 0.0, "{phase}");
+    }
+    assert_eq!(report["open_deals"], 20);
+    let rss = report["rss_mb"].as_array().unwrap();
+    assert_eq!(rss.len(), 4, "one reading per service: {rss:?}");
+    // The scratch databases are gone afterwards.
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
+        .bind(format!("{}\\_%", db.name()))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}

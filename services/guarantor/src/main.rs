@@ -3,6 +3,7 @@
 //! `replay`, `dlq`, `reconcile`).
 
 mod apikey;
+mod bench;
 mod infra;
 mod ops;
 mod run;
@@ -56,6 +57,8 @@ enum Command {
     },
     /// Checks the ledger's invariants from the database.
     Reconcile,
+    /// Measures the full path against pgbench and JetStream baselines of the same run (SPEC §11).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,5 +119,6 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Replay(args) => ops::replay(&config, args).await,
         Command::Dlq { command } => ops::dlq(&config, command).await,
         Command::Reconcile => ops::reconcile(&config).await,
+        Command::Bench(args) => bench::run(config, args).await,
     }
 }

@@ -27,9 +27,17 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Every statement is planned for its actual parameters (`plan_cache_mode = force_custom_plan`): the
+/// services' statements are prepared once per connection, and a generic plan chosen while a table
+/// was new and small (a sequential scan) would otherwise stay in use as the table grows, until an
+/// autoanalyze happened to invalidate it. Planning these short statements costs microseconds.
 fn options(url: &SecretString) -> Result<PgConnectOptions, StoreError> {
     PgConnectOptions::from_str(url.expose_secret())
-        .map(|options| options.application_name("guarantor"))
+        .map(|options| {
+            options
+                .application_name("guarantor")
+                .options([("plan_cache_mode", "force_custom_plan")])
+        })
         .map_err(StoreError::BadUrl)
 }
 

@@ -1,0 +1,190 @@
+//! The benchmark's own system: a scratch database (`<configured database>_bench`, recreated each run
+//! and dropped after it) on the configured Postgres server, a nats-server of its own, and every service as its own process, so
+//! that each one's memory can be read.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use guarantor_config::{Config, SecretString};
+use guarantor_domain::Role;
+use tokio::process::{Child, Command};
+
+use super::baselines::with_database;
+use super::load::Target;
+
+const SERVICES: [&str; 4] = ["ingress", "ledger", "scanner", "sweeper"];
+
+pub struct System {
+    admin: guarantor_store::PgPool,
+    database: String,
+    database_url: String,
+    nats_port: u16,
+    http_port: u16,
+    nats: Child,
+    services: Vec<(&'static str, Child)>,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn nats_server() -> PathBuf {
+    ["/usr/sbin/nats-server", "/usr/local/bin/nats-server"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from("nats-server"))
+}
+
+async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if ready().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{what} did not start within 30 s")
+}
+
+impl System {
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let database = scratch_name(config, "bench")?;
+        let database_url = with_database(&config.database_url, &database)?;
+        let admin = guarantor_store::connect(&with_database(&config.database_url, "postgres")?.into(), 1).await?;
+        drop_database(&admin, &database).await?;
+        let secret: SecretString = database_url.clone().into();
+        guarantor_store::ensure_database(&secret).await?;
+        let pool = guarantor_store::connect(&secret, 2).await?;
+        guarantor_store::migrate(&pool).await?;
+
+        let dir = tempfile::tempdir()?;
+        let nats_port = free_port()?;
+        let store = dir.path().join("nats");
+        let nats = Command::new(nats_server())
+            .args(["-js", "-a", "127.0.0.1", "-p", &nats_port.to_string(), "-sd"])
+            .arg(&store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start nats-server (Debian package nats-server)")?;
+        wait_for("nats-server", async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", nats_port)).await.is_ok()
+        })
+        .await?;
+        let mut system = Self {
+            admin,
+            database,
+            database_url,
+            nats_port,
+            http_port: free_port()?,
+            nats,
+            services: Vec::new(),
+            dir,
+        };
+        let exe = std::env::current_exe()?;
+        for service in SERVICES {
+            let log = std::fs::File::create(system.dir.path().join(format!("{service}.log")))?;
+            let mut command = Command::new(&exe);
+            for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("GUARANTOR_")) {
+                command.env_remove(name);
+            }
+            let child = command
+                .arg(service)
+                .current_dir(system.dir.path())
+                .env("GUARANTOR_DATABASE_URL", &system.database_url)
+                .env("GUARANTOR_NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
+                .env("GUARANTOR_HTTP_ADDR", format!("127.0.0.1:{}", system.http_port))
+                .env("GUARANTOR_LOG_FORMAT", "json")
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()?;
+            system.services.push((service, child));
+        }
+        let http = reqwest::Client::new();
+        let health = format!("http://127.0.0.1:{}/readyz", system.http_port);
+        wait_for("the ingress", async || {
+            http.get(&health).send().await.is_ok_and(|r| r.status().is_success())
+        })
+        .await
+        .with_context(|| format!("see the logs in {}", system.dir.path().display()))?;
+        Ok(system)
+    }
+
+    pub fn nats_url(&self) -> SecretString {
+        format!("nats://127.0.0.1:{}", self.nats_port).into()
+    }
+
+    /// Keys of a tenant of the benchmark's own.
+    pub async fn target(&self, http: reqwest::Client) -> anyhow::Result<Target> {
+        let pool = guarantor_store::connect(&self.database_url.clone().into(), 2).await?;
+        let key = async |role: Role| -> anyhow::Result<String> {
+            let created = guarantor_ingress::api_keys::create(&pool, "bench", role).await?;
+            Ok(guarantor_config::ExposeSecret::expose_secret(&created.key).to_owned())
+        };
+        Ok(Target {
+            base: format!("http://127.0.0.1:{}", self.http_port),
+            platform: key(Role::Platform).await?,
+            arbiter: key(Role::Arbiter).await?,
+            admin: key(Role::Admin).await?,
+            http,
+        })
+    }
+
+    /// Resident memory of each service process, in MB.
+    #[allow(clippy::float_arithmetic, reason = "a report's megabytes")]
+    pub fn rss_mb(&self) -> Vec<(String, f64)> {
+        self.services
+            .iter()
+            .filter_map(|(service, child)| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()?)).ok()?;
+                let kb: f64 = status
+                    .lines()
+                    .find(|line| line.starts_with("VmRSS:"))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                Some(((*service).to_owned(), kb / 1024.0))
+            })
+            .collect()
+    }
+
+    pub async fn stop(mut self) {
+        for (_, child) in &mut self.services {
+            child.kill().await.ok();
+        }
+        self.nats.kill().await.ok();
+        if let Err(err) = drop_database(&self.admin, &self.database).await {
+            eprintln!("could not drop the scratch database {}: {err:#}", self.database);
+        }
+    }
+}
+
+/// `<configured database>_<suffix>`: a scratch database beside the configured one.
+pub fn scratch_name(config: &Config, suffix: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(guarantor_config::ExposeSecret::expose_secret(&config.database_url))
+        .context("GUARANTOR_DATABASE_URL is not a URL")?;
+    let base = url.path().trim_start_matches('/');
+    let base = if base.is_empty() { "guarantor" } else { base };
+    anyhow::ensure!(
+        base.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "the database name {base:?} is not a plain identifier"
+    );
+    Ok(format!("{base}_{suffix}"))
+}
+
+pub async fn drop_database(admin: &guarantor_store::PgPool, database: &str) -> anyhow::Result<()> {
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"))
+        .execute(admin)
+        .await?;
+    Ok(())
+}
