@@ -33,3 +33,8 @@ CREATE TABLE command_attempts (
     last_error TEXT,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- A request with an Idempotency-Key is recorded with its fingerprint before its command is
+-- published, so that the same key with another request is refused (409) at once, also while the
+-- first command is still pending.
+ALTER TABLE accepted_commands ADD COLUMN fingerprint TEXT;

@@ -7,11 +7,9 @@ use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use bytes::Bytes;
-use futures::StreamExt;
 use guarantor_domain::{Command, CommandEnvelope, CommandId, Role, TenantId, UserId};
-use guarantor_messaging::{COMMAND_STREAM, DLQ_STREAM, EVENT_STREAM};
+use guarantor_messaging::{COMMAND_STREAM, DLQ_STREAM};
 use reqwest::StatusCode;
 use serde_json::Value;
 use support::System;
@@ -117,29 +115,13 @@ async fn every_event_of_a_scenario_arrives_once_in_order_per_deal_in_the_documen
         .unwrap();
 
     // An outside service: a consumer of its own on the event stream, from the beginning.
-    let js = system.jetstream().await;
-    let consumer = js
-        .get_stream(EVENT_STREAM)
-        .await
-        .unwrap()
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::Explicit,
-            filter_subject: "guarantor.evt.>".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut events: Vec<(String, Value)> = Vec::new();
-    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
-        let message = message.unwrap();
-        events.push((
-            message.subject.to_string(),
-            serde_json::from_slice(&message.payload).unwrap(),
-        ));
-        message.ack().await.unwrap();
+    let events = system.events().await;
+    let document = support::asyncapi();
+    for (_, event) in &events {
+        let violations = support::event_violations(&document, event);
+        assert!(violations.is_empty(), "{event} against asyncapi.json: {violations:?}");
     }
+    assert_eq!(support::sequence_violations(&events), Vec::<String>::new());
 
     assert_eq!(
         events.len() as i64,
@@ -381,8 +363,10 @@ async fn a_ledger_killed_mid_load_loses_no_accepted_command_and_applies_none_twi
     assert_eq!(user.status, StatusCode::OK, "{}", user.text);
     let user = user.body["id"].as_i64().unwrap();
 
-    // 120 credits of 1 USDT each, with the ledger killed (SIGKILL) while they are in flight.
-    let credits = futures::future::join_all((0..120).map(|i| {
+    // 400 credits of 1 USDT each, with the ledger killed (SIGKILL) once some are applied and
+    // others are not yet: mid-load, not before or after it.
+    const CREDITS: i64 = 400;
+    let credits = futures::future::join_all((0..CREDITS).map(|i| {
         let system = &system;
         async move {
             system
@@ -394,12 +378,27 @@ async fn a_ledger_killed_mid_load_loses_no_accepted_command_and_applies_none_twi
                 .await
         }
     }));
+    let applied = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM commands WHERE kind = 'balance.adjust'")
+            .fetch_one(&system.db.pool)
+            .await
+            .unwrap()
+    };
     let killer = async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while applied().await < 40 {
+            assert!(std::time::Instant::now() < deadline, "the load never started");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         ledger.start_kill().unwrap();
         ledger.wait().await.unwrap();
+        applied().await
     };
-    let (answers, ()) = tokio::join!(credits, killer);
+    let (answers, applied_at_kill) = tokio::join!(credits, killer);
+    assert!(
+        applied_at_kill < CREDITS,
+        "the kill landed after the load ({applied_at_kill} applied)"
+    );
     let _restarted = system.extra_ledger();
     system.settle().await;
 
@@ -408,21 +407,23 @@ async fn a_ledger_killed_mid_load_loses_no_accepted_command_and_applies_none_twi
         .filter(|a| a.status == StatusCode::OK || a.status == StatusCode::ACCEPTED)
         .count();
     assert_eq!(
-        accepted,
-        120,
+        accepted as i64,
+        CREDITS,
         "every credit was accepted: {:?}",
         answers.iter().map(|a| a.status).collect::<Vec<_>>()
     );
     assert_eq!(
         system.balance(user).await.0,
-        "120.000000",
+        format!("{CREDITS}.000000"),
         "each accepted credit applied exactly once"
     );
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM commands WHERE kind = 'balance.adjust'")
+    assert_eq!(applied().await, CREDITS);
+    // The ledger counts every delivery after the first (here: the messages the killed one held).
+    let redelivered: i64 = sqlx::query_scalar("SELECT count(*) FROM command_attempts")
         .fetch_one(&system.db.pool)
         .await
         .unwrap();
-    assert_eq!(applied, 120);
+    assert!(redelivered > 0, "the killed ledger held messages that came back");
     system.assert_invariants().await;
 }
 
@@ -445,12 +446,23 @@ async fn a_command_that_arrives_while_postgres_is_down_is_applied_when_it_return
         .await
         .unwrap();
 
-    // The ingress cannot authenticate without Postgres, so the command arrives as a replayed one would.
-    let envelope = credit_envelope(tenant, customer, 5, "during an outage");
+    // The ingress cannot authenticate without Postgres, so the commands arrive as replayed ones would.
     let js = system.jetstream().await;
-    publish_command(&js, &envelope).await;
-    // Longer than five redeliveries with backoff would take.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    for units in 1..=5 {
+        publish_command(&js, &credit_envelope(tenant, customer, units, "during an outage")).await;
+    }
+    // The ledger holds them while Postgres refuses connections for 15 s (longer than the ack wait a
+    // delivery would otherwise spend, and than any retry budget).
+    let outage = std::time::Instant::now();
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream(guarantor_ledger::consumer::CONSUMER, COMMAND_STREAM)
+        .await
+        .unwrap();
+    while outage.elapsed() < Duration::from_secs(15) {
+        let info = consumer.info().await.unwrap();
+        assert_eq!(info.num_pending, 0, "the ledger took every command");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     sqlx::raw_sql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
         .execute(&console.pool)
         .await
@@ -459,8 +471,8 @@ async fn a_command_that_arrives_while_postgres_is_down_is_applied_when_it_return
 
     assert_eq!(
         system.balance(customer).await.0,
-        "5.000000",
-        "applied once Postgres returned"
+        "15.000000",
+        "every command applied once Postgres returned"
     );
     let mut dlq = js.get_stream(DLQ_STREAM).await.unwrap();
     assert_eq!(
@@ -505,4 +517,199 @@ async fn publish_command(js: &guarantor_messaging::JetStream, envelope: &Command
         .unwrap()
         .await
         .unwrap();
+}
+
+/// Polls `GET /commands/{id}` until its status is `status` (within 30 s).
+async fn command_status(system: &System, id: CommandId, status: &str) -> support::Answer {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = system.get(&format!("/api/v1/commands/{id}")).send().await;
+        if answer.body["status"] == status {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "command {id} never became {status}: {}",
+            answer.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn dev_tenant_user(system: &System, external_id: &str) -> (TenantId, i64) {
+    let tenant: TenantId = sqlx::query_scalar("SELECT id FROM tenants WHERE name = 'dev'")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    let user: i64 =
+        sqlx::query_scalar("INSERT INTO users (tenant_id, external_id, name) VALUES ($1, $2, $2) RETURNING id")
+            .bind(tenant)
+            .bind(external_id)
+            .fetch_one(&system.db.pool)
+            .await
+            .unwrap();
+    (tenant, user)
+}
+
+#[tokio::test]
+async fn a_command_failing_on_every_attempt_is_dead_lettered_with_a_failed_verdict_and_its_batch_is_applied() {
+    // No ledger runs while the commands are published, so they reach it together, as one batch.
+    let system = System::start(&["ingress"], &[]).await;
+    let (tenant, customer) = dev_tenant_user(&system, "customer").await;
+    let (_, performer) = dev_tenant_user(&system, "performer").await;
+    let js = system.jetstream().await;
+    // A deal whose title the database refuses (the ingress would have refused it; a replayed or
+    // hand-made message need not have passed the ingress): it fails the same way on every attempt.
+    let poison = CommandEnvelope {
+        id: CommandId::generate(),
+        tenant_id: tenant,
+        role: Role::Platform,
+        fingerprint: "p".repeat(64),
+        issued_at: chrono::Utc::now(),
+        command: Command::CreateDeal(guarantor_domain::NewDeal {
+            title: "t".repeat(300),
+            description: String::new(),
+            amount: rust_decimal::Decimal::ONE,
+            currency: guarantor_domain::Currency::Usdt,
+            customer_id: UserId::new(customer).unwrap(),
+            performer_id: UserId::new(performer).unwrap(),
+            deadline_at: None,
+        }),
+    };
+    for i in 0..10 {
+        if i == 5 {
+            publish_command(&js, &poison).await;
+        }
+        publish_command(&js, &credit_envelope(tenant, customer, 1, "beside the poison")).await;
+    }
+
+    let _ledger = system.extra_ledger();
+    let failed = command_status(&system, poison.id, "failed").await;
+    system.settle().await;
+
+    assert_eq!(failed.body["http_status"], 500, "{}", failed.text);
+    assert_eq!(
+        failed.body["body"]["error"]["code"], "command_failed",
+        "{}",
+        failed.text
+    );
+    assert_eq!(
+        system.balance(customer).await.0,
+        "10.000000",
+        "the rest of the batch is applied"
+    );
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM command_attempts WHERE id = $1")
+        .bind(poison.id.as_uuid())
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 3, "tried three times, then given up on");
+    let mut dlq = js.get_stream(DLQ_STREAM).await.unwrap();
+    assert_eq!(dlq.info().await.unwrap().state.messages, 1);
+    let letter = dlq.get_raw_message(1).await.unwrap();
+    assert_eq!(letter.subject.as_str(), "guarantor.dlq.guarantor.cmd.deal.create");
+    assert_eq!(
+        system.snapshot().await["deals"],
+        serde_json::json!(null),
+        "no deal was created"
+    );
+    system.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn two_ledgers_under_conflicting_load_never_deadlock_and_keep_every_aggregates_event_sequence() {
+    let system = System::up().await;
+    let _replica = system.extra_ledger();
+    let mut users = Vec::new();
+    for n in 0..6 {
+        let user = system.user(&format!("user-{n}")).await;
+        system.adjust(user, "3").await;
+        users.push(user);
+    }
+    // Every user is the customer of some deals and the performer of others, so releases fund other
+    // customers' waiting deals while their own deals move.
+    let mut deals = Vec::new();
+    for n in 0..36 {
+        let (customer, performer) = (users[n % 6], users[(n + 1 + n / 6) % 6]);
+        if customer != performer {
+            deals.push((
+                system.deal(customer, performer, &format!("{}", 1 + n % 3)).await,
+                customer,
+                performer,
+            ));
+        }
+    }
+    let deadlocks = || async {
+        sqlx::query_scalar::<_, i64>("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            .fetch_one(&system.db.pool)
+            .await
+            .unwrap()
+    };
+    let before = deadlocks().await;
+
+    let system_ref = &system;
+    let lifecycles = futures::future::join_all(deals.iter().map(|&(deal, customer, performer)| async move {
+        system_ref.act(deal, "confirm", performer).await;
+        system_ref.act(deal, "close", customer).await;
+    }));
+    let credits = futures::future::join_all(users.iter().flat_map(|user| [*user; 8]).enumerate().map(
+        |(n, user)| async move {
+            system_ref.adjust(user, if n % 4 == 0 { "-1" } else { "1" }).await;
+        },
+    ));
+    tokio::join!(lifecycles, credits);
+    system.settle().await;
+    // Backends report their statistics within a second of going idle.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    assert_eq!(deadlocks().await, before, "Postgres detected no deadlock");
+    for log in ["guarantor.log", "ledger.log"] {
+        let text = std::fs::read_to_string(system.data_dir.path().join(log)).unwrap_or_default();
+        assert!(!text.contains("deadlock"), "{log} mentions a deadlock");
+    }
+    let events = system.events().await;
+    assert!(events.len() > deals.len() * 3, "{} events", events.len());
+    assert_eq!(support::sequence_violations(&events), Vec::<String>::new());
+    system.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_reused_key_with_another_request_answers_409_while_the_first_is_pending_and_once_it_is_done() {
+    let system = System::start(&["ingress"], &[("GUARANTOR_COMMAND_TIMEOUT_MS", "300")]).await;
+    let upsert = |external_id: &'static str| {
+        system
+            .post("/api/v1/user")
+            .idempotency("the-key")
+            .json(serde_json::json!({ "external_id": external_id }))
+            .send()
+    };
+
+    let first = upsert("a").await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    let pending_other = upsert("b").await;
+    let pending_retry = upsert("a").await;
+    assert_eq!(
+        (pending_other.status, pending_other.error_code()),
+        (StatusCode::CONFLICT, "idempotency_key_reused")
+    );
+    assert_eq!(pending_retry.status, StatusCode::ACCEPTED);
+    assert_eq!(pending_retry.body["command_id"], first.body["command_id"]);
+
+    let _ledger = system.extra_ledger();
+    let id: CommandId = first.body["command_id"].as_str().unwrap().parse().unwrap();
+    command_status(&system, id, "done").await;
+    let done_other = upsert("b").await;
+    let done_retry = upsert("a").await;
+
+    assert_eq!(
+        (done_other.status, done_other.error_code()),
+        (StatusCode::CONFLICT, "idempotency_key_reused")
+    );
+    assert_eq!(done_retry.status, StatusCode::OK);
+    assert_eq!(done_retry.body["external_id"], "a");
+    let users: Vec<String> = sqlx::query_scalar("SELECT external_id FROM users")
+        .fetch_all(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(users, ["a"]);
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of the support module")]
 
+pub mod schema;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -415,4 +417,67 @@ impl System {
             tail.join("\n")
         );
     }
+
+    /// Every event in `GUARANTOR_EVT` so far, in stream order, as (subject, envelope).
+    pub async fn events(&self) -> Vec<(String, Value)> {
+        use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+        use futures::StreamExt;
+        let js = self.jetstream().await;
+        let consumer = js
+            .get_stream(guarantor_messaging::EVENT_STREAM)
+            .await
+            .unwrap()
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                filter_subject: "guarantor.evt.>".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut events = Vec::new();
+        while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
+            let message = message.unwrap();
+            events.push((
+                message.subject.to_string(),
+                serde_json::from_slice(&message.payload).unwrap(),
+            ));
+        }
+        events
+    }
+}
+
+/// The AsyncAPI document of the repository.
+pub fn asyncapi() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../asyncapi.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Checks an event against its message's schema in the AsyncAPI document.
+pub fn event_violations(document: &Value, event: &Value) -> Vec<String> {
+    let kind = event["type"].as_str().unwrap_or_default();
+    match document["components"]["messages"].get(kind) {
+        Some(message) => schema::violations(document, &message["payload"], event),
+        None => vec![format!("asyncapi.json documents no message {kind:?}")],
+    }
+}
+
+/// Checks that each aggregate's events carry sequences 1, 2, 3, ... in stream order.
+pub fn sequence_violations(events: &[(String, Value)]) -> Vec<String> {
+    let mut last: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut found = Vec::new();
+    for (subject, event) in events {
+        let aggregate: Vec<&str> = subject.split('.').collect();
+        let key = format!("{}.{}", aggregate[2], aggregate[3]);
+        let sequence = event["sequence"].as_i64().unwrap_or(-1);
+        let expected = last.get(&key).copied().unwrap_or(0) + 1;
+        if sequence != expected {
+            found.push(format!(
+                "{key}: sequence {sequence} where {expected} was due ({subject})"
+            ));
+        }
+        last.insert(key, sequence);
+    }
+    found
 }

@@ -88,6 +88,13 @@ pub async fn execute(
         if let Some(answer) = stored_answer(state, id, &fingerprint).await? {
             return Ok(answer);
         }
+        let bound = repo::bind_key(&state.pool, principal.tenant_id, id, &fingerprint)
+            .await
+            .map_err(ApiError::database)?;
+        if bound != fingerprint {
+            // The key belongs to another request, applied or still pending.
+            return Err(key_reused());
+        }
     }
     let envelope = CommandEnvelope {
         id,

@@ -39,6 +39,40 @@ pub async fn was_accepted(pool: &PgPool, tenant: TenantId, id: CommandId) -> sql
         .await
 }
 
+/// Binds an Idempotency-Key's command id to this request's fingerprint; returns the fingerprint it
+/// is bound to (this one, or an earlier request's).
+pub async fn bind_key(pool: &PgPool, tenant: TenantId, id: CommandId, fingerprint: &str) -> sqlx::Result<String> {
+    // A concurrent first request with the same key commits after this statement's snapshot: its row
+    // is then visible to the next statement.
+    for _ in 0..2 {
+        if let Some(bound) = bind_key_once(pool, tenant, id, fingerprint).await? {
+            return Ok(bound);
+        }
+    }
+    Err(sqlx::Error::RowNotFound)
+}
+
+async fn bind_key_once(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: CommandId,
+    fingerprint: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "WITH bound AS (
+             INSERT INTO accepted_commands (id, tenant_id, fingerprint) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO NOTHING RETURNING fingerprint)
+         SELECT fingerprint FROM bound
+         UNION ALL SELECT COALESCE(fingerprint, $3) FROM accepted_commands WHERE id = $1
+         LIMIT 1",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(fingerprint)
+    .fetch_optional(pool)
+    .await
+}
+
 /// Records that the command was accepted but not answered yet.
 pub async fn accept(pool: &PgPool, tenant: TenantId, id: CommandId) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO accepted_commands (id, tenant_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
