@@ -17,7 +17,7 @@ use guarantor_domain::{
 };
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
-use sqlx::{Acquire, PgConnection};
+use sqlx::PgConnection;
 
 pub use repo::{count_attempt, record_attempt_error, Answer};
 use state::{Account, BatchState, Draft, Step, Upserted};
@@ -42,7 +42,10 @@ pub struct Incoming {
 pub async fn apply_batch(db: &mut PgConnection, batch: &[Incoming]) -> Result<Vec<CommandReply>, EngineError> {
     let mut extra = Vec::new();
     for _ in 0..PLAN_ROUNDS {
-        let mut tx = db.begin().await?;
+        let mut keys: Vec<i64> = batch.iter().map(|item| repo::lock_key(item.envelope.id)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut tx = repo::begin_claimed(db, &keys).await?;
         match run(&mut tx, batch, &extra).await? {
             Ran::Done(replies) => {
                 tx.commit().await?;
@@ -110,30 +113,36 @@ fn key_reused() -> Verdict {
     ))
 }
 
-/// The rows a batch's commands can touch, found before anything is locked.
+/// What the batch's commands name, found before anything is read.
 #[derive(Default)]
 struct Reach {
-    /// Deals acted on.
     deals: BTreeSet<i64>,
-    /// Available accounts the batch may move money on.
-    accounts: BTreeSet<(UserId, Currency)>,
-    /// Users whose available balance may rise (their waiting deals may be funded).
-    rising: BTreeSet<i64>,
-    /// Users whose tenant the batch needs.
     users: BTreeSet<i64>,
-    upserts: BTreeMap<(i64, String), String>,
-    creates: usize,
-    currencies_adjusted: BTreeSet<&'static str>,
 }
 
 async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -> Result<Ran, EngineError> {
-    // 1. Claim: lock the command ids, read the verdicts already stored.
-    let mut keys: Vec<i64> = batch.iter().map(|item| repo::lock_key(item.envelope.id)).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    repo::lock_commands(db, &keys).await?;
+    // 1. What the commands name, and the verdicts already stored (the command ids are locked by
+    //    `begin_claimed`; deal parties never change, so they are read without a lock to plan the locks).
+    let mut reach = Reach::default();
+    for item in batch {
+        let env = &item.envelope;
+        match &env.command {
+            Command::UpsertUser { .. } => {}
+            Command::CreateDeal(new) => {
+                reach.users.extend([new.customer_id.get(), new.performer_id.get()]);
+            }
+            Command::ActOnDeal { deal_id, .. } => {
+                reach.deals.insert(deal_id.get());
+            }
+            Command::AdjustBalance { user_id, .. } => {
+                reach.users.insert(user_id.get());
+            }
+        }
+    }
     let ids: Vec<uuid::Uuid> = batch.iter().map(|item| item.envelope.id.as_uuid()).collect();
-    let stored = repo::stored(db, &ids).await?;
+    let acted: Vec<i64> = reach.deals.iter().copied().collect();
+    let users: Vec<i64> = reach.users.iter().copied().collect();
+    let planned = repo::plan(db, &ids, &acted, &users).await?;
     let mut first_of: HashMap<CommandId, usize> = HashMap::new();
     let plans: Vec<Plan> = batch
         .iter()
@@ -148,7 +157,7 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
                 };
             }
             first_of.insert(env.id, index);
-            match stored.get(&env.id.as_uuid()) {
+            match planned.stored.get(&env.id.as_uuid()) {
                 Some(stored) if stored.fingerprint != env.fingerprint => Plan::Answer(key_reused()),
                 Some(stored) if matches!(stored.verdict, Verdict::Failed { .. }) && item.redrive => Plan::Fresh,
                 Some(stored) => Plan::Answer(stored.verdict.clone()),
@@ -163,68 +172,54 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         .map(|(item, _)| &item.envelope)
         .collect();
 
-    // 2. Plan the locks from what the commands name (deal parties never change, so reading them
-    //    without a lock is safe).
-    let mut reach = Reach::default();
+    // 2. Plan the locks: the accounts money may move on, and the users whose balance may rise.
+    let parties: HashMap<DealId, (UserId, UserId, Currency)> = planned
+        .parties
+        .iter()
+        .map(|(deal, customer, performer, currency)| (*deal, (*customer, *performer, *currency)))
+        .collect();
+    let mut accounts: BTreeSet<(UserId, Currency)> = BTreeSet::new();
+    let mut rising: BTreeSet<i64> = BTreeSet::new();
+    let mut upserts: BTreeMap<(i64, String), String> = BTreeMap::new();
+    let mut creates = 0;
+    let mut adjusted: BTreeSet<&'static str> = BTreeSet::new();
     for env in &fresh {
         match &env.command {
             Command::UpsertUser { external_id, name } => {
-                reach
-                    .upserts
-                    .insert((env.tenant_id.get(), external_id.clone()), name.clone());
+                upserts.insert((env.tenant_id.get(), external_id.clone()), name.clone());
             }
-            Command::CreateDeal(new) => {
-                reach.creates += 1;
-                reach.users.extend([new.customer_id.get(), new.performer_id.get()]);
-            }
-            Command::ActOnDeal { deal_id, .. } => {
-                reach.deals.insert(deal_id.get());
-            }
+            Command::CreateDeal(_) => creates += 1,
             Command::AdjustBalance {
                 user_id,
                 currency,
                 amount,
                 ..
             } => {
-                reach.users.insert(user_id.get());
-                reach.accounts.insert((*user_id, *currency));
-                reach.currencies_adjusted.insert(currency.code());
+                accounts.insert((*user_id, *currency));
+                adjusted.insert(currency.code());
                 if amount.is_sign_positive() {
-                    reach.rising.insert(user_id.get());
+                    rising.insert(user_id.get());
                 }
+            }
+            Command::ActOnDeal { deal_id, action, .. } => {
+                let Some(&(customer, performer, currency)) = parties.get(deal_id) else {
+                    continue;
+                };
+                let (moves, rises): (&[UserId], &[UserId]) = match action {
+                    DealAction::Confirm | DealAction::Fund => (&[customer], &[]),
+                    DealAction::Close | DealAction::ClosePerformer => (&[customer, performer], &[performer]),
+                    DealAction::CloseCustomer => (&[customer], &[customer]),
+                    DealAction::Deny | DealAction::Cancel | DealAction::Dispute => (&[], &[]),
+                };
+                accounts.extend(moves.iter().map(|user| (*user, currency)));
+                rising.extend(rises.iter().map(|user| user.get()));
             }
         }
     }
-    let acted: Vec<i64> = reach.deals.iter().copied().collect();
-    let parties = repo::deal_parties(db, &acted).await?;
-    let parties: HashMap<DealId, (UserId, UserId, Currency)> = parties
-        .into_iter()
-        .map(|(deal, customer, performer, currency)| (deal, (customer, performer, currency)))
-        .collect();
-    for env in &fresh {
-        let Command::ActOnDeal { deal_id, action, .. } = &env.command else {
-            continue;
-        };
-        let Some(&(customer, performer, currency)) = parties.get(deal_id) else {
-            continue;
-        };
-        reach.users.extend([customer.get(), performer.get()]);
-        let (moves, rises): (&[UserId], &[UserId]) = match action {
-            DealAction::Confirm | DealAction::Fund => (&[customer], &[]),
-            DealAction::Close | DealAction::ClosePerformer => (&[customer, performer], &[performer]),
-            DealAction::CloseCustomer => (&[customer], &[customer]),
-            DealAction::Deny | DealAction::Cancel | DealAction::Dispute => (&[], &[]),
-        };
-        reach.accounts.extend(moves.iter().map(|user| (*user, currency)));
-        reach.rising.extend(rises.iter().map(|user| user.get()));
-    }
+    let tenant_of_user: HashMap<UserId, guarantor_domain::TenantId> = planned.tenants.iter().copied().collect();
 
-    // 3. Users: their tenants, and the batch's upserts (sorted by tenant and external id).
-    let users: Vec<i64> = reach.users.iter().copied().collect();
-    let tenant_of_user: HashMap<UserId, guarantor_domain::TenantId> =
-        repo::tenants_of(db, &users).await?.into_iter().collect();
-    let upsert_rows: Vec<(guarantor_domain::TenantId, String, String)> = reach
-        .upserts
+    // 3. The batch's upserts (sorted by tenant and external id).
+    let upsert_rows: Vec<(guarantor_domain::TenantId, String, String)> = upserts
         .iter()
         .filter_map(|((tenant, external), name)| {
             guarantor_domain::TenantId::new(*tenant)
@@ -254,17 +249,16 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
     // 4. Deals, in id order: the acted ones and the waiting deals of every user whose balance may rise.
     let mut deal_ids = acted.clone();
     deal_ids.extend_from_slice(extra_waiting);
-    let rising: Vec<i64> = reach.rising.iter().copied().collect();
+    let rising: Vec<i64> = rising.into_iter().collect();
     let deals = if deal_ids.is_empty() && rising.is_empty() {
         Vec::new()
     } else {
         repo::lock_deals(db, &deal_ids, &rising).await?
     };
 
-    // 5. Accounts, in id order: the available accounts money may move on (opened first if new) and
-    //    the escrows of the locked deals.
-    let account_keys: Vec<(UserId, Currency)> = reach
-        .accounts
+    // 5. Accounts, in id order (the available accounts money may move on, the escrows of the locked
+    //    deals), with the disputes of the locked deals.
+    let account_keys: Vec<(UserId, Currency)> = accounts
         .iter()
         .filter(|(user, _)| tenant_of_user.contains_key(user))
         .copied()
@@ -275,8 +269,10 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         upserted,
         ..BatchState::default()
     };
+    let mut disputes = HashMap::new();
     if !account_keys.is_empty() || !locked_deal_ids.is_empty() {
-        for row in repo::lock_accounts(db, &account_keys, &locked_deal_ids).await? {
+        let (rows, found) = repo::lock_accounts(db, &account_keys, &locked_deal_ids).await?;
+        for row in rows {
             if let Some(user) = row.user_id {
                 state.available.insert((user, row.currency), row.id);
             }
@@ -288,22 +284,41 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
                 },
             );
         }
-        let customers: Vec<i64> = account_keys.iter().map(|(user, _)| user.get()).collect();
-        for (user, currency, held) in repo::held(db, &customers).await? {
-            state.held.insert((user, currency), held);
-        }
+        disputes.extend(found);
     }
-    if !rising.is_empty() {
-        let locked: BTreeSet<DealId> = deals.iter().map(|deal| deal.id).collect();
-        let missed: Vec<i64> = repo::waiting_of(db, &rising)
-            .await?
-            .into_iter()
-            .filter(|id| !locked.contains(id))
-            .map(DealId::get)
-            .collect();
-        if !missed.is_empty() {
-            return Ok(Ran::Replan(missed));
-        }
+
+    // 6. Fresh ids, what the customers hold, and a check that no deal became waiting unseen.
+    let missing: Vec<(UserId, Currency)> = account_keys
+        .iter()
+        .filter(|key| !state.available.contains_key(key))
+        .copied()
+        .collect();
+    let waiting_locked = deals
+        .iter()
+        .filter(|deal| deal.status == guarantor_domain::DealStatus::WaitingForPayment)
+        .count();
+    let reserve = repo::Reserve {
+        deals: creates,
+        accounts: missing.len() + adjusted.len(),
+        // A command moves money once, and funds each waiting deal at most once (those waiting now and
+        // those that start waiting in the batch).
+        transfers: 2 * fresh.len() + waiting_locked,
+    };
+    let customers: Vec<i64> = account_keys.iter().map(|(user, _)| user.get()).collect();
+    let currencies: Vec<&'static str> = adjusted.iter().copied().collect();
+    let prepared = repo::prepare(db, reserve, &rising, &customers, &currencies).await?;
+    let locked: BTreeSet<DealId> = deals.iter().map(|deal| deal.id).collect();
+    let missed: Vec<i64> = prepared
+        .waiting
+        .iter()
+        .copied()
+        .filter(|id| DealId::new(*id).is_ok_and(|id| !locked.contains(&id)))
+        .collect();
+    if !missed.is_empty() {
+        return Ok(Ran::Replan(missed));
+    }
+    for (user, currency, held) in &prepared.held {
+        state.held.insert((*user, *currency), *held);
     }
     for deal in deals {
         if deal.status == guarantor_domain::DealStatus::WaitingForPayment {
@@ -313,43 +328,47 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
                 .or_default()
                 .insert(deal.id);
         }
-        state.deals.insert(deal.id, deal);
+        let dispute = disputes.remove(&deal.id);
+        state.deals.insert(deal.id, state::Deal { dispute, ..deal });
     }
-    if !reach.currencies_adjusted.is_empty() {
-        let currencies: Vec<&'static str> = reach.currencies_adjusted.iter().copied().collect();
-        for (currency, id) in repo::operator_accounts(db, &currencies).await? {
-            state.operator.insert(currency, id);
-        }
+    for (currency, id) in &prepared.operators {
+        state.operator.insert(*currency, *id);
     }
-    // Accounts that do not exist yet get reserved ids; they are opened only if money moves on them.
-    let mut missing: Vec<(Option<UserId>, Currency)> = account_keys
-        .iter()
-        .filter(|key| !state.available.contains_key(key))
-        .map(|(user, currency)| (Some(*user), *currency))
-        .collect();
-    missing.extend(
-        reach
-            .currencies_adjusted
-            .iter()
-            .filter_map(|code| code.parse::<Currency>().ok())
-            .filter(|currency| !state.operator.contains_key(currency))
-            .map(|currency| (None, currency)),
-    );
-    let reserved = repo::reserve(db, reach.creates, missing.len()).await?;
-    state.now = reserved.now;
-    let (escrows, opened) = reserved.accounts.split_at(reach.creates.min(reserved.accounts.len()));
-    state.fresh_ids = reserved
+    state.now = prepared.now;
+    let (escrows, spare) = prepared.accounts.split_at(creates.min(prepared.accounts.len()));
+    state.fresh_ids = prepared
         .deals
         .iter()
         .zip(escrows)
         .filter_map(|(deal, escrow)| DealId::new(*deal).ok().map(|deal| (deal, *escrow)))
         .collect();
-    for (id, (user, currency)) in opened.iter().zip(missing) {
+    // Accounts that do not exist yet get reserved ids; they are opened only if money moves on them.
+    let mut spare = spare.iter().copied();
+    let unopened_operators: Vec<Currency> = currencies
+        .iter()
+        .filter_map(|code| code.parse::<Currency>().ok())
+        .filter(|currency| !state.operator.contains_key(currency))
+        .collect();
+    for (user, currency) in missing
+        .iter()
+        .map(|(user, currency)| (Some(*user), *currency))
+        .chain(unopened_operators.into_iter().map(|currency| (None, currency)))
+    {
+        let id = spare
+            .next()
+            .ok_or_else(|| EngineError::Deterministic("the batch reserved too few account ids".into()))?;
         match user {
-            Some(user) => state.available.insert((user, currency), *id),
-            None => state.operator.insert(currency, *id),
+            Some(user) => state.available.insert((user, currency), id),
+            None => state.operator.insert(currency, id),
         };
-        state.unopened.insert(*id, (user, currency));
+        state.unopened.insert(id, (user, currency));
+        state.accounts.insert(
+            id,
+            Account {
+                balance: Decimal::ZERO,
+                external: user.is_none(),
+            },
+        );
     }
     for id in state.operator.values() {
         state.accounts.insert(
@@ -360,18 +379,9 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
             },
         );
     }
-    for (user, currency) in &account_keys {
-        if let Some(id) = state.available.get(&(*user, *currency)) {
-            state.accounts.entry(*id).or_insert(Account {
-                balance: Decimal::ZERO,
-                external: false,
-            });
-        }
-    }
     let external: BTreeSet<i64> = state.operator.values().copied().collect();
-    let now = state.now;
 
-    // 6. The state machine, in stream order, in memory.
+    // 7. The state machine, in stream order, in memory.
     let steps = {
         let state = &mut state;
         std::panic::catch_unwind(AssertUnwindSafe(move || {
@@ -384,8 +394,15 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         .map_err(|broken| EngineError::Deterministic(format!("ledger invariant: {}", broken.0)))?
     };
 
-    // 7. Write the effects, set-based.
-    let transfer_ids = repo::reserve_transfers(db, state.transfers.len()).await?;
+    // 8. Write the effects: accounts opened for the first time, then everything else in one statement.
+    if state.transfers.len() > prepared.transfers.len() {
+        return Err(EngineError::Deterministic(format!(
+            "{} transfers but {} reserved ids",
+            state.transfers.len(),
+            prepared.transfers.len()
+        )));
+    }
+    let transfer_ids = &prepared.transfers;
     let render = |draft: &Draft| -> Result<Value, EngineError> {
         let mut value = draft.value.clone();
         if let Some(index) = draft.transfer {
@@ -396,20 +413,6 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         }
         Ok(value)
     };
-    let created: BTreeSet<DealId> = state.created_deals.iter().copied().collect();
-    let inserted: Vec<&state::Deal> = state
-        .created_deals
-        .iter()
-        .filter_map(|id| state.deals.get(id))
-        .collect();
-    let updated: Vec<&state::Deal> = state
-        .changed_deals
-        .iter()
-        .filter(|id| !created.contains(id))
-        .filter_map(|id| state.deals.get(id))
-        .collect();
-    repo::insert_deals(db, &inserted).await?;
-    repo::update_deals(db, &updated).await?;
     let used: BTreeSet<i64> = state.transfers.iter().flat_map(|t| [t.debit, t.credit]).collect();
     let opening: Vec<repo::NewAccount> = state
         .unopened
@@ -426,6 +429,13 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         // Another transaction opened one of these accounts since the batch looked: plan again.
         return Ok(Ran::Replan(Vec::new()));
     }
+    let created: BTreeSet<DealId> = state.created_deals.iter().copied().collect();
+    let inserted: Vec<&state::Deal> = state
+        .created_deals
+        .iter()
+        .filter_map(|id| state.deals.get(id))
+        .collect();
+    let new_escrows: BTreeSet<i64> = inserted.iter().map(|deal| deal.escrow).collect();
     let opened: BTreeSet<DealId> = state.opened_disputes.iter().copied().collect();
     let dispute_of = |id: &DealId| {
         state
@@ -434,43 +444,23 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
             .and_then(|deal| deal.dispute.as_ref())
             .map(|d| (*id, d))
     };
-    let new_disputes: Vec<_> = opened.iter().filter_map(dispute_of).collect();
-    let resolved: Vec<_> = state
-        .resolved_disputes
-        .iter()
-        .filter(|id| !opened.contains(id))
-        .filter_map(dispute_of)
-        .collect();
-    repo::insert_disputes(db, &new_disputes).await?;
-    repo::resolve_disputes(db, &resolved).await?;
-    repo::insert_transfers(db, &state.transfers, &transfer_ids, now).await?;
-    type Deltas = Vec<(i64, Decimal)>;
     let (external_deltas, internal_deltas): (Deltas, Deltas) = state
         .deltas
         .iter()
-        .filter(|(id, delta)| !delta.is_zero() && !state.unopened.contains_key(id))
+        .filter(|(id, delta)| !delta.is_zero() && !state.unopened.contains_key(id) && !new_escrows.contains(id))
         .map(|(id, delta)| (*id, *delta))
         .partition(|(id, _)| external.contains(id));
-    repo::apply_deltas(db, &internal_deltas).await?;
-
     let mut counts: BTreeMap<(&'static str, i64), i64> = BTreeMap::new();
     for event in &state.events {
         *counts.entry((event.aggregate, event.aggregate_id)).or_default() += 1;
     }
-    let last = repo::advance_sequences(db, &counts).await?;
-    let mut next: BTreeMap<(&'static str, i64), i64> = BTreeMap::new();
-    for (key, count) in &counts {
-        let last = last
-            .get(&(key.0.to_owned(), key.1))
-            .ok_or_else(|| EngineError::Deterministic(format!("no sequence for {}.{}", key.0, key.1)))?;
-        next.insert(*key, last - count + 1);
-    }
+    let mut ordinals: BTreeMap<(&'static str, i64), i64> = BTreeMap::new();
     let occurred_at = Utc::now();
     let mut outbox = Vec::with_capacity(state.events.len());
     for event in &state.events {
-        let sequence = next
-            .get_mut(&(event.aggregate, event.aggregate_id))
-            .ok_or_else(|| EngineError::Deterministic("an event has no sequence".into()))?;
+        let key = (event.aggregate, event.aggregate_id);
+        let ordinal = ordinals.entry(key).or_default();
+        *ordinal += 1;
         let event_id = uuid::Uuid::now_v7();
         outbox.push(repo::OutboxRow {
             event_id,
@@ -482,16 +472,16 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
                 "id": event_id,
                 "type": format!("{}.{}", event.aggregate, event.name),
                 "schema_version": SCHEMA_VERSION,
-                "sequence": *sequence,
                 "occurred_at": occurred_at,
                 "tenant_id": event.tenant_id,
                 "data": render(&event.data)?,
             }),
+            aggregate: event.aggregate,
+            aggregate_id: event.aggregate_id,
+            ordinal: *ordinal,
+            count: counts.get(&key).copied().unwrap_or(1),
         });
-        *sequence += 1;
     }
-    repo::insert_outbox(db, &outbox).await?;
-
     let mut verdicts: HashMap<CommandId, Verdict> = HashMap::new();
     let mut answers = Vec::with_capacity(steps.len());
     for (env, step) in steps {
@@ -510,7 +500,36 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         });
         verdicts.insert(env.id, verdict);
     }
-    repo::insert_answers(db, &answers).await?;
+    let writes = repo::Writes {
+        now: Some(state.now),
+        escrow_balances: inserted
+            .iter()
+            .map(|deal| state.deltas.get(&deal.escrow).copied().unwrap_or_default())
+            .collect(),
+        inserted,
+        updated: state
+            .changed_deals
+            .iter()
+            .filter(|id| !created.contains(id))
+            .filter_map(|id| state.deals.get(id))
+            .collect(),
+        opened_disputes: opened.iter().filter_map(dispute_of).collect(),
+        resolved_disputes: state
+            .resolved_disputes
+            .iter()
+            .filter(|id| !opened.contains(id))
+            .filter_map(dispute_of)
+            .collect(),
+        transfers: transfer_ids.iter().copied().zip(&state.transfers).collect(),
+        deltas: internal_deltas,
+        sequences: counts
+            .iter()
+            .map(|((aggregate, id), count)| (*aggregate, *id, *count))
+            .collect(),
+        outbox,
+        answers,
+    };
+    repo::write(db, &writes).await?;
     // The hot external rows last: their locks are held only across the commit.
     repo::apply_deltas(db, &external_deltas).await?;
 
@@ -535,6 +554,8 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
     }
     Ok(Ran::Done(replies))
 }
+
+type Deltas = Vec<(i64, Decimal)>;
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic

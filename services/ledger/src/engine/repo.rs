@@ -10,7 +10,7 @@ use guarantor_domain::{CommandId, Currency, DealId, DealStatus, TenantId, UserId
 use guarantor_store::views::DisputeView;
 use rust_decimal::Decimal;
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::state::{AccountId, Deal, TransferDraft};
@@ -22,16 +22,6 @@ pub fn lock_key(id: CommandId) -> i64 {
     i64::from_ne_bytes(folded.to_ne_bytes())
 }
 
-/// Takes the batch's command-id locks (sorted), so a redelivery racing its first delivery in another
-/// transaction waits for it and then finds its verdict.
-pub async fn lock_commands(db: &mut PgConnection, keys: &[i64]) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
-        .bind(keys)
-        .execute(db)
-        .await?;
-    Ok(())
-}
-
 /// A verdict already in the inbox.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -39,33 +29,91 @@ pub struct Stored {
     pub verdict: Verdict,
 }
 
-pub async fn stored(db: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<BTreeMap<Uuid, Stored>> {
-    let rows: Vec<(Uuid, String, String, Option<Value>)> =
-        sqlx::query_as("SELECT id, fingerprint, outcome, body FROM commands WHERE id = ANY($1)")
-            .bind(ids)
-            .fetch_all(db)
-            .await?;
-    rows.into_iter()
-        .map(|(id, fingerprint, outcome, body)| {
-            let verdict = Verdict::from_stored(&outcome, body).map_err(|err| sqlx::Error::Decode(err.into()))?;
-            Ok((id, Stored { fingerprint, verdict }))
-        })
-        .collect()
+/// Begins the batch's transaction and takes its command-id locks (sorted) in the same round trip,
+/// so a redelivery racing its first delivery in another transaction waits for it and then finds its
+/// verdict.
+pub async fn begin_claimed<'c>(db: &'c mut PgConnection, keys: &[i64]) -> sqlx::Result<Transaction<'c, Postgres>> {
+    let keys: Vec<String> = keys.iter().map(i64::to_string).collect();
+    // The keys are integers formatted here, never text from a message.
+    db.begin_with(format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(k) FROM unnest('{{{}}}'::bigint[]) AS k",
+        keys.join(",")
+    ))
+    .await
 }
 
-/// The parties and currency of deals (immutable, so read without a lock to plan the locks).
-pub async fn deal_parties(db: &mut PgConnection, ids: &[i64]) -> sqlx::Result<Vec<(DealId, UserId, UserId, Currency)>> {
-    sqlx::query_as("SELECT id, customer_id, performer_id, currency FROM deals WHERE id = ANY($1)")
-        .bind(ids)
-        .fetch_all(db)
-        .await
+/// What a batch needs to know before it locks anything.
+#[derive(Debug, Default)]
+pub struct Planned {
+    pub stored: BTreeMap<Uuid, Stored>,
+    /// Parties and currency of the deals acted on (immutable, so read without a lock).
+    pub parties: Vec<(DealId, UserId, UserId, Currency)>,
+    /// Tenants of the users named, and of the parties of the deals acted on.
+    pub tenants: Vec<(UserId, TenantId)>,
 }
 
-pub async fn tenants_of(db: &mut PgConnection, users: &[i64]) -> sqlx::Result<Vec<(UserId, TenantId)>> {
-    sqlx::query_as("SELECT id, tenant_id FROM users WHERE id = ANY($1)")
-        .bind(users)
-        .fetch_all(db)
-        .await
+#[derive(sqlx::FromRow)]
+struct PlanRow {
+    kind: String,
+    command_id: Option<Uuid>,
+    fingerprint: Option<String>,
+    outcome: Option<String>,
+    body: Option<Value>,
+    id: Option<i64>,
+    a: Option<i64>,
+    b: Option<i64>,
+    currency: Option<Currency>,
+}
+
+/// The stored verdicts of `ids`, the parties of the deals `acted`, and the tenants of `users` and of
+/// those parties, in one statement.
+pub async fn plan(db: &mut PgConnection, ids: &[Uuid], acted: &[i64], users: &[i64]) -> sqlx::Result<Planned> {
+    let rows: Vec<PlanRow> = sqlx::query_as(
+        "SELECT 'stored' AS kind, c.id AS command_id, c.fingerprint, c.outcome, c.body,
+                NULL::bigint AS id, NULL::bigint AS a, NULL::bigint AS b, NULL::text AS currency
+         FROM commands c WHERE c.id = ANY($1)
+         UNION ALL
+         SELECT 'deal', NULL, NULL, NULL, NULL, d.id, d.customer_id, d.performer_id, d.currency
+         FROM deals d WHERE d.id = ANY($2)
+         UNION ALL
+         SELECT 'user', NULL, NULL, NULL, NULL, u.id, u.tenant_id, NULL, NULL
+         FROM users u
+         WHERE u.id = ANY($3)
+            OR u.id IN (SELECT customer_id FROM deals WHERE id = ANY($2))
+            OR u.id IN (SELECT performer_id FROM deals WHERE id = ANY($2))",
+    )
+    .bind(ids)
+    .bind(acted)
+    .bind(users)
+    .fetch_all(db)
+    .await?;
+    let mut planned = Planned::default();
+    let id = |value: Option<i64>| value.ok_or_else(|| missing("plan"));
+    for row in rows {
+        match row.kind.as_str() {
+            "stored" => {
+                let (command, fingerprint, outcome) = match (row.command_id, row.fingerprint, row.outcome) {
+                    (Some(command), Some(fingerprint), Some(outcome)) => (command, fingerprint, outcome),
+                    _ => return Err(missing("stored verdict")),
+                };
+                let verdict =
+                    Verdict::from_stored(&outcome, row.body).map_err(|err| sqlx::Error::Decode(err.into()))?;
+                planned.stored.insert(command, Stored { fingerprint, verdict });
+            }
+            "deal" => planned.parties.push((
+                DealId::new(id(row.id)?).map_err(|err| sqlx::Error::Decode(err.into()))?,
+                UserId::new(id(row.a)?).map_err(|err| sqlx::Error::Decode(err.into()))?,
+                UserId::new(id(row.b)?).map_err(|err| sqlx::Error::Decode(err.into()))?,
+                row.currency.ok_or_else(|| missing("deal"))?,
+            )),
+            "user" => planned.tenants.push((
+                UserId::new(id(row.id)?).map_err(|err| sqlx::Error::Decode(err.into()))?,
+                TenantId::new(id(row.a)?).map_err(|err| sqlx::Error::Decode(err.into()))?,
+            )),
+            other => return Err(sqlx::Error::Decode(format!("unknown plan row {other}").into())),
+        }
+    }
+    Ok(planned)
 }
 
 /// One upsert per (tenant, external id), sorted; returns the rows and whether each existed before.
@@ -108,20 +156,9 @@ struct DealRow {
     escrow: AccountId,
 }
 
-#[derive(sqlx::FromRow)]
-struct DisputeRow {
-    deal_id: DealId,
-    opened_by: UserId,
-    title: String,
-    description: String,
-    opened_at: DateTime<Utc>,
-    resolution: Option<String>,
-    resolved_at: Option<DateTime<Utc>>,
-}
-
 /// Locks, in id order, the deals the batch acts on and every waiting deal of the users whose balance
-/// may rise. Disputes are read afterwards, in a statement of their own, so they are as fresh as the
-/// locked rows.
+/// may rise. Their disputes are read with the accounts, in a later statement, so they are as fresh
+/// as the locked rows.
 pub async fn lock_deals(db: &mut PgConnection, ids: &[i64], rising: &[i64]) -> sqlx::Result<Vec<Deal>> {
     let rows: Vec<DealRow> = sqlx::query_as(
         "SELECT d.id, d.tenant_id, d.customer_id, d.performer_id, d.title, d.description, d.amount, d.currency,
@@ -135,34 +172,10 @@ pub async fn lock_deals(db: &mut PgConnection, ids: &[i64], rising: &[i64]) -> s
     .bind(rising)
     .fetch_all(&mut *db)
     .await?;
-    let deal_ids: Vec<i64> = rows.iter().map(|row| row.id.get()).collect();
-    let disputes: Vec<DisputeRow> = sqlx::query_as(
-        "SELECT deal_id, opened_by, title, description, opened_at, resolution, resolved_at
-         FROM disputes WHERE deal_id = ANY($1)",
-    )
-    .bind(&deal_ids)
-    .fetch_all(&mut *db)
-    .await?;
-    let mut disputes: BTreeMap<DealId, DisputeView> = disputes
-        .into_iter()
-        .map(|row| {
-            (
-                row.deal_id,
-                DisputeView {
-                    opened_by: row.opened_by,
-                    title: row.title,
-                    description: row.description,
-                    opened_at: row.opened_at,
-                    resolution: row.resolution,
-                    resolved_at: row.resolved_at,
-                },
-            )
-        })
-        .collect();
     Ok(rows
         .into_iter()
         .map(|row| Deal {
-            dispute: disputes.remove(&row.id),
+            dispute: None,
             id: row.id,
             tenant_id: row.tenant_id,
             customer_id: row.customer_id,
@@ -181,15 +194,6 @@ pub async fn lock_deals(db: &mut PgConnection, ids: &[i64], rising: &[i64]) -> s
         .collect())
 }
 
-/// The waiting deals of `customers` as of now (a fresh snapshot), to check that the locked set is
-/// complete.
-pub async fn waiting_of(db: &mut PgConnection, customers: &[i64]) -> sqlx::Result<Vec<DealId>> {
-    sqlx::query_scalar("SELECT id FROM deals WHERE status = 'waiting_for_payment' AND customer_id = ANY($1)")
-        .bind(customers)
-        .fetch_all(db)
-        .await
-}
-
 fn split_keys(keys: &[(UserId, Currency)]) -> (Vec<i64>, Vec<&'static str>) {
     keys.iter()
         .map(|(user, currency)| (user.get(), currency.code()))
@@ -197,7 +201,7 @@ fn split_keys(keys: &[(UserId, Currency)]) -> (Vec<i64>, Vec<&'static str>) {
 }
 
 /// A locked account row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AccountRow {
     pub id: AccountId,
     pub user_id: Option<UserId>,
@@ -205,51 +209,78 @@ pub struct AccountRow {
     pub balance: Decimal,
 }
 
-/// Locks, in id order, the available accounts of `keys` and the escrow accounts of `deals`.
+#[derive(sqlx::FromRow)]
+struct AccountOrDispute {
+    account_id: Option<AccountId>,
+    user_id: Option<UserId>,
+    currency: Option<Currency>,
+    balance: Option<Decimal>,
+    deal_id: Option<DealId>,
+    opened_by: Option<UserId>,
+    title: Option<String>,
+    description: Option<String>,
+    opened_at: Option<DateTime<Utc>>,
+    resolution: Option<String>,
+    resolved_at: Option<DateTime<Utc>>,
+}
+
+fn missing(what: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("a {what} row without its columns").into())
+}
+
+/// Locks, in id order, the available accounts of `keys` and the escrow accounts of `deals`, and
+/// reads the disputes of `deals` (locked already).
 pub async fn lock_accounts(
     db: &mut PgConnection,
     keys: &[(UserId, Currency)],
     deals: &[i64],
-) -> sqlx::Result<Vec<AccountRow>> {
+) -> sqlx::Result<(Vec<AccountRow>, Vec<(DealId, DisputeView)>)> {
     let (users, currencies) = split_keys(keys);
-    sqlx::query_as(
-        "SELECT id, user_id, currency, balance FROM accounts
-         WHERE (kind = 'user_available' AND (user_id, currency) IN (SELECT * FROM unnest($1::bigint[], $2::text[])))
-            OR (kind = 'deal_escrow' AND deal_id = ANY($3))
-         ORDER BY id
-         FOR UPDATE",
+    let rows: Vec<AccountOrDispute> = sqlx::query_as(
+        "WITH locked AS (
+             SELECT id, user_id, currency, balance FROM accounts
+             WHERE (kind = 'user_available' AND user_id = ANY($1) AND currency = ANY($2))
+                OR (kind = 'deal_escrow' AND deal_id = ANY($3))
+             ORDER BY id
+             FOR UPDATE)
+         SELECT id AS account_id, user_id, currency, balance, NULL::bigint AS deal_id, NULL::bigint AS opened_by,
+                NULL::text AS title, NULL::text AS description, NULL::timestamptz AS opened_at,
+                NULL::text AS resolution, NULL::timestamptz AS resolved_at
+         FROM locked
+         UNION ALL
+         SELECT NULL, NULL, NULL, NULL, deal_id, opened_by, title, description, opened_at, resolution, resolved_at
+         FROM disputes WHERE deal_id = ANY($3)",
     )
     .bind(users)
     .bind(currencies)
     .bind(deals)
     .fetch_all(db)
-    .await
-}
-
-/// What `customers` hold in the escrow of their funded deals (read under their account locks, which
-/// every change of it takes).
-pub async fn held(db: &mut PgConnection, customers: &[i64]) -> sqlx::Result<Vec<(UserId, Currency, Decimal)>> {
-    sqlx::query_as(
-        "SELECT d.customer_id, d.currency, sum(e.balance)
-         FROM deals d JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
-         WHERE d.customer_id = ANY($1) AND d.status IN ('confirm_performer', 'confirmed', 'dispute')
-         GROUP BY 1, 2",
-    )
-    .bind(customers)
-    .fetch_all(db)
-    .await
-}
-
-/// The operator-adjustments account of each currency that has one. Not locked: it is only ever
-/// changed by a delta in the batch's last statement.
-pub async fn operator_accounts(
-    db: &mut PgConnection,
-    currencies: &[&'static str],
-) -> sqlx::Result<Vec<(Currency, AccountId)>> {
-    sqlx::query_as("SELECT currency, id FROM accounts WHERE kind = 'operator_adjustments' AND currency = ANY($1)")
-        .bind(currencies)
-        .fetch_all(db)
-        .await
+    .await?;
+    let mut accounts = Vec::new();
+    let mut disputes = Vec::new();
+    for row in rows {
+        match (row.account_id, row.deal_id) {
+            (Some(id), _) => accounts.push(AccountRow {
+                id,
+                user_id: row.user_id,
+                currency: row.currency.ok_or_else(|| missing("account"))?,
+                balance: row.balance.ok_or_else(|| missing("account"))?,
+            }),
+            (None, Some(deal)) => disputes.push((
+                deal,
+                DisputeView {
+                    opened_by: row.opened_by.ok_or_else(|| missing("dispute"))?,
+                    title: row.title.ok_or_else(|| missing("dispute"))?,
+                    description: row.description.ok_or_else(|| missing("dispute"))?,
+                    opened_at: row.opened_at.ok_or_else(|| missing("dispute"))?,
+                    resolution: row.resolution,
+                    resolved_at: row.resolved_at,
+                },
+            )),
+            (None, None) => return Err(missing("locked")),
+        }
+    }
+    Ok((accounts, disputes))
 }
 
 /// An account the batch opens because money moved on it for the first time.
@@ -285,181 +316,308 @@ pub async fn open_accounts(db: &mut PgConnection, accounts: &[NewAccount]) -> sq
     Ok(usize::try_from(opened.rows_affected()).unwrap_or(usize::MAX))
 }
 
-/// Ids the batch reserves before it runs.
+/// Ids the batch reserves, and what it reads once its rows are locked.
 #[derive(Debug)]
-pub struct Reserved {
+pub struct Prepared {
     pub now: DateTime<Utc>,
     pub deals: Vec<i64>,
-    /// One escrow account per new deal, then one per account the batch may open.
     pub accounts: Vec<i64>,
+    pub transfers: Vec<i64>,
+    /// Waiting deals of the users whose balance may rise, as of now (to check the locked set).
+    pub waiting: Vec<i64>,
+    /// What customers hold in the escrow of their funded deals (read under their account locks,
+    /// which every change of it takes).
+    pub held: Vec<(UserId, Currency, Decimal)>,
+    pub operators: Vec<(Currency, AccountId)>,
 }
 
-/// The transaction's timestamp, `deals` fresh deal ids, and `deals + accounts` fresh account ids.
-pub async fn reserve(db: &mut PgConnection, deals: usize, accounts: usize) -> sqlx::Result<Reserved> {
-    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    let (now, deals, accounts) = sqlx::query_as(
-        "SELECT now(),
-                ARRAY(SELECT nextval(pg_get_serial_sequence('deals', 'id')) FROM generate_series(1, $1)),
-                ARRAY(SELECT nextval(pg_get_serial_sequence('accounts', 'id')) FROM generate_series(1, $2))",
-    )
-    .bind(count(deals))
-    .bind(count(deals + accounts))
-    .fetch_one(db)
-    .await?;
-    Ok(Reserved { now, deals, accounts })
-}
-
-pub async fn reserve_transfers(db: &mut PgConnection, count: usize) -> sqlx::Result<Vec<i64>> {
-    if count == 0 {
-        return Ok(Vec::new());
-    }
-    let mut ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT ARRAY(SELECT nextval(pg_get_serial_sequence('transfers', 'id')) FROM generate_series(1, $1))",
-    )
-    .bind(i64::try_from(count).unwrap_or(i64::MAX))
-    .fetch_one(db)
-    .await?;
-    ids.sort_unstable();
-    Ok(ids)
-}
-
-pub async fn insert_deals(db: &mut PgConnection, deals: &[&Deal]) -> sqlx::Result<()> {
-    if deals.is_empty() {
-        return Ok(());
-    }
-    let column = |f: fn(&Deal) -> i64| deals.iter().map(|deal| f(deal)).collect::<Vec<i64>>();
-    sqlx::query(
-        "INSERT INTO deals (id, tenant_id, customer_id, performer_id, title, description, amount, currency, status,
-                            deadline_at, funded_at, created_at, updated_at)
-         OVERRIDING SYSTEM VALUE
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[],
-                              $7::numeric[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],
-                              $12::timestamptz[], $13::timestamptz[])",
-    )
-    .bind(column(|deal| deal.id.get()))
-    .bind(column(|deal| deal.tenant_id.get()))
-    .bind(column(|deal| deal.customer_id.get()))
-    .bind(column(|deal| deal.performer_id.get()))
-    .bind(deals.iter().map(|deal| deal.title.as_str()).collect::<Vec<_>>())
-    .bind(deals.iter().map(|deal| deal.description.as_str()).collect::<Vec<_>>())
-    .bind(deals.iter().map(|deal| deal.amount).collect::<Vec<_>>())
-    .bind(deals.iter().map(|deal| deal.currency.code()).collect::<Vec<_>>())
-    .bind(deals.iter().map(|deal| deal.status.as_str()).collect::<Vec<_>>())
-    .bind(deals.iter().map(|deal| deal.deadline_at).collect::<Vec<_>>())
-    .bind(deals.iter().map(|deal| deal.funded_at).collect::<Vec<_>>())
-    .bind(deals.iter().map(|deal| deal.created_at).collect::<Vec<_>>())
-    .bind(deals.iter().map(|deal| deal.updated_at).collect::<Vec<_>>())
-    .execute(&mut *db)
-    .await?;
-    sqlx::query(
-        "INSERT INTO accounts (id, kind, currency, deal_id)
-         OVERRIDING SYSTEM VALUE
-         SELECT id, 'deal_escrow', currency, deal_id FROM unnest($1::bigint[], $2::text[], $3::bigint[])
-             AS e(id, currency, deal_id)",
-    )
-    .bind(column(|deal| deal.escrow))
-    .bind(deals.iter().map(|deal| deal.currency.code()).collect::<Vec<_>>())
-    .bind(column(|deal| deal.id.get()))
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-pub async fn update_deals(db: &mut PgConnection, deals: &[&Deal]) -> sqlx::Result<()> {
-    if deals.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE deals d SET status = u.status, funded_at = u.funded_at, updated_at = u.updated_at
-         FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[]) AS u(id, status, funded_at, updated_at)
-         WHERE d.id = u.id",
-    )
-    .bind(deals.iter().map(|deal| deal.id.get()).collect::<Vec<_>>())
-    .bind(deals.iter().map(|deal| deal.status.as_str()).collect::<Vec<_>>())
-    .bind(deals.iter().map(|deal| deal.funded_at).collect::<Vec<_>>())
-    .bind(deals.iter().map(|deal| deal.updated_at).collect::<Vec<_>>())
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Inserts opened disputes (with their resolution, if the batch also resolved them).
-pub async fn insert_disputes(db: &mut PgConnection, disputes: &[(DealId, &DisputeView)]) -> sqlx::Result<()> {
-    if disputes.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO disputes (deal_id, opened_by, title, description, opened_at, resolution, resolved_at)
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
-                              $7::timestamptz[])",
-    )
-    .bind(disputes.iter().map(|(id, _)| id.get()).collect::<Vec<_>>())
-    .bind(disputes.iter().map(|(_, d)| d.opened_by.get()).collect::<Vec<_>>())
-    .bind(disputes.iter().map(|(_, d)| d.title.as_str()).collect::<Vec<_>>())
-    .bind(disputes.iter().map(|(_, d)| d.description.as_str()).collect::<Vec<_>>())
-    .bind(disputes.iter().map(|(_, d)| d.opened_at).collect::<Vec<_>>())
-    .bind(
-        disputes
-            .iter()
-            .map(|(_, d)| d.resolution.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(disputes.iter().map(|(_, d)| d.resolved_at).collect::<Vec<_>>())
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-pub async fn resolve_disputes(db: &mut PgConnection, disputes: &[(DealId, &DisputeView)]) -> sqlx::Result<()> {
-    if disputes.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE disputes s SET resolution = u.resolution, resolved_at = u.resolved_at
-         FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS u(deal_id, resolution, resolved_at)
-         WHERE s.deal_id = u.deal_id",
-    )
-    .bind(disputes.iter().map(|(id, _)| id.get()).collect::<Vec<_>>())
-    .bind(
-        disputes
-            .iter()
-            .map(|(_, d)| d.resolution.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(disputes.iter().map(|(_, d)| d.resolved_at).collect::<Vec<_>>())
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-pub async fn insert_transfers(
-    db: &mut PgConnection,
-    transfers: &[TransferDraft],
-    ids: &[i64],
+#[derive(sqlx::FromRow)]
+struct PreparedRow {
     now: DateTime<Utc>,
-) -> sqlx::Result<()> {
-    if transfers.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, deal_id, command_id,
-                                reason, created_at)
-         OVERRIDING SYSTEM VALUE
-         SELECT id, debit, credit, amount, currency, kind, deal_id, command_id, reason, $10
-         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::numeric[], $5::text[], $6::text[], $7::bigint[],
-                     $8::uuid[], $9::text[])
-             AS t(id, debit, credit, amount, currency, kind, deal_id, command_id, reason)",
+    deals: Vec<i64>,
+    accounts: Vec<i64>,
+    transfers: Vec<i64>,
+    waiting: Vec<i64>,
+    held_users: Vec<i64>,
+    held_currencies: Vec<String>,
+    held: Vec<Decimal>,
+    operator_currencies: Vec<String>,
+    operators: Vec<i64>,
+}
+
+/// How many ids of each kind a batch reserves.
+#[derive(Debug, Clone, Copy)]
+pub struct Reserve {
+    pub deals: usize,
+    pub accounts: usize,
+    pub transfers: usize,
+}
+
+/// The transaction's timestamp, fresh ids (deals; an escrow account per deal, then the accounts the
+/// batch may open; transfers), the waiting deals of `rising`, what `customers` hold, and the
+/// operator accounts of `currencies` — in one statement.
+pub async fn prepare(
+    db: &mut PgConnection,
+    reserve: Reserve,
+    rising: &[i64],
+    customers: &[i64],
+    currencies: &[&'static str],
+) -> sqlx::Result<Prepared> {
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let row: PreparedRow = sqlx::query_as(
+        "WITH held AS (
+             SELECT d.customer_id, d.currency, sum(e.balance) AS held
+             FROM deals d JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
+             WHERE d.customer_id = ANY($5) AND d.status IN ('confirm_performer', 'confirmed', 'dispute')
+             GROUP BY 1, 2)
+         SELECT now(),
+                ARRAY(SELECT nextval(pg_get_serial_sequence('deals', 'id')) FROM generate_series(1, $1)) AS deals,
+                ARRAY(SELECT nextval(pg_get_serial_sequence('accounts', 'id')) FROM generate_series(1, $2)) AS accounts,
+                ARRAY(SELECT nextval(pg_get_serial_sequence('transfers', 'id')) FROM generate_series(1, $3))
+                    AS transfers,
+                ARRAY(SELECT id FROM deals WHERE status = 'waiting_for_payment' AND customer_id = ANY($4)) AS waiting,
+                ARRAY(SELECT customer_id FROM held ORDER BY customer_id, currency) AS held_users,
+                ARRAY(SELECT currency FROM held ORDER BY customer_id, currency) AS held_currencies,
+                ARRAY(SELECT held FROM held ORDER BY customer_id, currency) AS held,
+                ARRAY(SELECT currency FROM accounts WHERE kind = 'operator_adjustments' AND currency = ANY($6)
+                      ORDER BY id) AS operator_currencies,
+                ARRAY(SELECT id FROM accounts WHERE kind = 'operator_adjustments' AND currency = ANY($6)
+                      ORDER BY id) AS operators",
     )
-    .bind(ids)
-    .bind(transfers.iter().map(|t| t.debit).collect::<Vec<_>>())
-    .bind(transfers.iter().map(|t| t.credit).collect::<Vec<_>>())
-    .bind(transfers.iter().map(|t| t.amount).collect::<Vec<_>>())
-    .bind(transfers.iter().map(|t| t.currency.code()).collect::<Vec<_>>())
-    .bind(transfers.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>())
-    .bind(transfers.iter().map(|t| t.deal_id.map(DealId::get)).collect::<Vec<_>>())
-    .bind(transfers.iter().map(|t| t.command.as_uuid()).collect::<Vec<_>>())
-    .bind(transfers.iter().map(|t| t.reason.as_deref()).collect::<Vec<_>>())
-    .bind(now)
+    .bind(count(reserve.deals))
+    .bind(count(reserve.deals + reserve.accounts))
+    .bind(count(reserve.transfers))
+    .bind(rising)
+    .bind(customers)
+    .bind(currencies)
+    .fetch_one(db)
+    .await?;
+    let decode = |err: guarantor_domain::IdError| sqlx::Error::Decode(err.into());
+    let currency = |code: &str| {
+        code.parse::<Currency>()
+            .map_err(|err| sqlx::Error::Decode(err.to_string().into()))
+    };
+    let mut held = Vec::with_capacity(row.held.len());
+    for ((user, code), amount) in row.held_users.iter().zip(&row.held_currencies).zip(&row.held) {
+        held.push((UserId::new(*user).map_err(decode)?, currency(code)?, *amount));
+    }
+    let mut operators = Vec::with_capacity(row.operators.len());
+    for (code, id) in row.operator_currencies.iter().zip(&row.operators) {
+        operators.push((currency(code)?, *id));
+    }
+    Ok(Prepared {
+        now: row.now,
+        deals: row.deals,
+        accounts: row.accounts,
+        transfers: row.transfers,
+        waiting: row.waiting,
+        held,
+        operators,
+    })
+}
+
+/// An event ready for the outbox; its `sequence` is added by the write, from the aggregate's row.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub event_id: Uuid,
+    pub subject: String,
+    pub payload: Value,
+    pub aggregate: &'static str,
+    pub aggregate_id: i64,
+    /// 1-based place among this batch's events of the aggregate.
+    pub ordinal: i64,
+    /// This batch's events of the aggregate.
+    pub count: i64,
+}
+
+/// Everything a batch writes (but external balances).
+#[derive(Debug, Default)]
+pub struct Writes<'a> {
+    pub now: Option<DateTime<Utc>>,
+    pub inserted: Vec<&'a Deal>,
+    /// The escrow balance of each inserted deal after the batch.
+    pub escrow_balances: Vec<Decimal>,
+    pub updated: Vec<&'a Deal>,
+    pub opened_disputes: Vec<(DealId, &'a DisputeView)>,
+    pub resolved_disputes: Vec<(DealId, &'a DisputeView)>,
+    pub transfers: Vec<(i64, &'a TransferDraft)>,
+    pub deltas: Vec<(AccountId, Decimal)>,
+    pub sequences: Vec<(&'static str, i64, i64)>,
+    pub outbox: Vec<OutboxRow>,
+    pub answers: Vec<Answer>,
+}
+
+/// Writes a batch's effects in one statement of data-modifying CTEs. The statements inside cannot
+/// see each other's rows, so nothing here reads what another part writes: new deals and escrows are
+/// inserted in their final state, and only existing rows are updated. Foreign keys are checked at the
+/// end of the statement. The event sequences are the only rows another batch may hold: they are
+/// taken sorted, and each event's sequence is computed from its aggregate's new last value.
+pub async fn write(db: &mut PgConnection, w: &Writes<'_>) -> sqlx::Result<()> {
+    let ids = |deals: &[&Deal], f: fn(&Deal) -> i64| deals.iter().map(|d| f(d)).collect::<Vec<i64>>();
+    sqlx::query(
+        "WITH
+         new_deals AS (
+             INSERT INTO deals (id, tenant_id, customer_id, performer_id, title, description, amount, currency,
+                                status, deadline_at, funded_at, created_at, updated_at)
+             OVERRIDING SYSTEM VALUE
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[],
+                                  $7::numeric[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],
+                                  $12::timestamptz[], $13::timestamptz[])),
+         new_escrows AS (
+             INSERT INTO accounts (id, kind, currency, deal_id, balance)
+             OVERRIDING SYSTEM VALUE
+             SELECT id, 'deal_escrow', currency, deal_id, balance
+             FROM unnest($14::bigint[], $8::text[], $1::bigint[], $15::numeric[]) AS e(id, currency, deal_id, balance)),
+         changed_deals AS (
+             UPDATE deals d SET status = u.status, funded_at = u.funded_at, updated_at = u.updated_at
+             FROM unnest($16::bigint[], $17::text[], $18::timestamptz[], $19::timestamptz[])
+                 AS u(id, status, funded_at, updated_at)
+             WHERE d.id = u.id),
+         opened_disputes AS (
+             INSERT INTO disputes (deal_id, opened_by, title, description, opened_at, resolution, resolved_at)
+             SELECT * FROM unnest($20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::timestamptz[],
+                                  $25::text[], $26::timestamptz[])),
+         resolved_disputes AS (
+             UPDATE disputes s SET resolution = u.resolution, resolved_at = u.resolved_at
+             FROM unnest($27::bigint[], $28::text[], $29::timestamptz[]) AS u(deal_id, resolution, resolved_at)
+             WHERE s.deal_id = u.deal_id),
+         moved AS (
+             INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, deal_id,
+                                    command_id, reason, created_at)
+             OVERRIDING SYSTEM VALUE
+             SELECT id, debit, credit, amount, currency, kind, deal_id, command_id, reason, $39
+             FROM unnest($30::bigint[], $31::bigint[], $32::bigint[], $33::numeric[], $34::text[], $35::text[],
+                         $36::bigint[], $37::uuid[], $38::text[])
+                 AS t(id, debit, credit, amount, currency, kind, deal_id, command_id, reason)),
+         balances AS (
+             UPDATE accounts a SET balance = a.balance + u.delta
+             FROM unnest($40::bigint[], $41::numeric[]) AS u(id, delta) WHERE a.id = u.id),
+         sequences AS (
+             INSERT INTO event_sequences (aggregate, aggregate_id, last)
+             SELECT * FROM unnest($42::text[], $43::bigint[], $44::bigint[]) ORDER BY 1, 2
+             ON CONFLICT (aggregate, aggregate_id) DO UPDATE SET last = event_sequences.last + EXCLUDED.last
+             RETURNING aggregate, aggregate_id, last),
+         events AS (
+             INSERT INTO outbox (event_id, subject, payload)
+             SELECT e.event_id, e.subject, e.payload || jsonb_build_object('sequence', s.last - e.count + e.ordinal)
+             FROM unnest($45::uuid[], $46::text[], $47::jsonb[], $48::text[], $49::bigint[], $50::bigint[],
+                         $51::bigint[]) WITH ORDINALITY
+                 AS e(event_id, subject, payload, aggregate, aggregate_id, ordinal, count, position)
+             JOIN sequences s ON s.aggregate = e.aggregate AND s.aggregate_id = e.aggregate_id
+             ORDER BY e.position),
+         answers AS (
+             INSERT INTO commands (id, tenant_id, kind, fingerprint, outcome, body)
+             SELECT * FROM unnest($52::uuid[], $53::bigint[], $54::text[], $55::text[], $56::text[], $57::jsonb[])
+             ON CONFLICT (id) DO UPDATE
+                 SET kind = EXCLUDED.kind, fingerprint = EXCLUDED.fingerprint, outcome = EXCLUDED.outcome,
+                     body = EXCLUDED.body, applied_at = now()
+                 WHERE commands.outcome = 'failed')
+         SELECT 1",
+    )
+    // New deals and their escrows.
+    .bind(ids(&w.inserted, |d| d.id.get()))
+    .bind(ids(&w.inserted, |d| d.tenant_id.get()))
+    .bind(ids(&w.inserted, |d| d.customer_id.get()))
+    .bind(ids(&w.inserted, |d| d.performer_id.get()))
+    .bind(w.inserted.iter().map(|d| d.title.as_str()).collect::<Vec<_>>())
+    .bind(w.inserted.iter().map(|d| d.description.as_str()).collect::<Vec<_>>())
+    .bind(w.inserted.iter().map(|d| d.amount).collect::<Vec<_>>())
+    .bind(w.inserted.iter().map(|d| d.currency.code()).collect::<Vec<_>>())
+    .bind(w.inserted.iter().map(|d| d.status.as_str()).collect::<Vec<_>>())
+    .bind(w.inserted.iter().map(|d| d.deadline_at).collect::<Vec<_>>())
+    .bind(w.inserted.iter().map(|d| d.funded_at).collect::<Vec<_>>())
+    .bind(w.inserted.iter().map(|d| d.created_at).collect::<Vec<_>>())
+    .bind(w.inserted.iter().map(|d| d.updated_at).collect::<Vec<_>>())
+    .bind(ids(&w.inserted, |d| d.escrow))
+    .bind(&w.escrow_balances)
+    // Changed deals.
+    .bind(ids(&w.updated, |d| d.id.get()))
+    .bind(w.updated.iter().map(|d| d.status.as_str()).collect::<Vec<_>>())
+    .bind(w.updated.iter().map(|d| d.funded_at).collect::<Vec<_>>())
+    .bind(w.updated.iter().map(|d| d.updated_at).collect::<Vec<_>>())
+    // Disputes.
+    .bind(w.opened_disputes.iter().map(|(id, _)| id.get()).collect::<Vec<_>>())
+    .bind(
+        w.opened_disputes
+            .iter()
+            .map(|(_, d)| d.opened_by.get())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        w.opened_disputes
+            .iter()
+            .map(|(_, d)| d.title.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        w.opened_disputes
+            .iter()
+            .map(|(_, d)| d.description.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(w.opened_disputes.iter().map(|(_, d)| d.opened_at).collect::<Vec<_>>())
+    .bind(
+        w.opened_disputes
+            .iter()
+            .map(|(_, d)| d.resolution.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(w.opened_disputes.iter().map(|(_, d)| d.resolved_at).collect::<Vec<_>>())
+    .bind(w.resolved_disputes.iter().map(|(id, _)| id.get()).collect::<Vec<_>>())
+    .bind(
+        w.resolved_disputes
+            .iter()
+            .map(|(_, d)| d.resolution.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        w.resolved_disputes
+            .iter()
+            .map(|(_, d)| d.resolved_at)
+            .collect::<Vec<_>>(),
+    )
+    // Transfers.
+    .bind(w.transfers.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(w.transfers.iter().map(|(_, t)| t.debit).collect::<Vec<_>>())
+    .bind(w.transfers.iter().map(|(_, t)| t.credit).collect::<Vec<_>>())
+    .bind(w.transfers.iter().map(|(_, t)| t.amount).collect::<Vec<_>>())
+    .bind(w.transfers.iter().map(|(_, t)| t.currency.code()).collect::<Vec<_>>())
+    .bind(w.transfers.iter().map(|(_, t)| t.kind.as_str()).collect::<Vec<_>>())
+    .bind(
+        w.transfers
+            .iter()
+            .map(|(_, t)| t.deal_id.map(DealId::get))
+            .collect::<Vec<_>>(),
+    )
+    .bind(w.transfers.iter().map(|(_, t)| t.command.as_uuid()).collect::<Vec<_>>())
+    .bind(w.transfers.iter().map(|(_, t)| t.reason.as_deref()).collect::<Vec<_>>())
+    .bind(w.now)
+    // Balances.
+    .bind(w.deltas.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(w.deltas.iter().map(|(_, delta)| *delta).collect::<Vec<_>>())
+    // Event sequences and the outbox.
+    .bind(
+        w.sequences
+            .iter()
+            .map(|(aggregate, _, _)| *aggregate)
+            .collect::<Vec<_>>(),
+    )
+    .bind(w.sequences.iter().map(|(_, id, _)| *id).collect::<Vec<_>>())
+    .bind(w.sequences.iter().map(|(_, _, count)| *count).collect::<Vec<_>>())
+    .bind(w.outbox.iter().map(|e| e.event_id).collect::<Vec<_>>())
+    .bind(w.outbox.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
+    .bind(w.outbox.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+    .bind(w.outbox.iter().map(|e| e.aggregate).collect::<Vec<_>>())
+    .bind(w.outbox.iter().map(|e| e.aggregate_id).collect::<Vec<_>>())
+    .bind(w.outbox.iter().map(|e| e.ordinal).collect::<Vec<_>>())
+    .bind(w.outbox.iter().map(|e| e.count).collect::<Vec<_>>())
+    // Verdicts.
+    .bind(w.answers.iter().map(|a| a.id).collect::<Vec<_>>())
+    .bind(w.answers.iter().map(|a| a.tenant_id.get()).collect::<Vec<_>>())
+    .bind(w.answers.iter().map(|a| a.kind).collect::<Vec<_>>())
+    .bind(w.answers.iter().map(|a| a.fingerprint.as_str()).collect::<Vec<_>>())
+    .bind(w.answers.iter().map(|a| a.verdict.kind()).collect::<Vec<_>>())
+    .bind(w.answers.iter().map(|a| a.verdict.body()).collect::<Vec<_>>())
     .execute(db)
     .await?;
     Ok(())
@@ -482,56 +640,6 @@ pub async fn apply_deltas(db: &mut PgConnection, deltas: &[(AccountId, Decimal)]
     Ok(())
 }
 
-/// Advances the sequences of the aggregates the batch emits events for (sorted) and returns the
-/// last sequence of each after the batch.
-pub async fn advance_sequences(
-    db: &mut PgConnection,
-    counts: &BTreeMap<(&'static str, i64), i64>,
-) -> sqlx::Result<BTreeMap<(String, i64), i64>> {
-    if counts.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "INSERT INTO event_sequences (aggregate, aggregate_id, last)
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) ORDER BY 1, 2
-         ON CONFLICT (aggregate, aggregate_id) DO UPDATE SET last = event_sequences.last + EXCLUDED.last
-         RETURNING aggregate, aggregate_id, last",
-    )
-    .bind(counts.keys().map(|(aggregate, _)| *aggregate).collect::<Vec<_>>())
-    .bind(counts.keys().map(|(_, id)| *id).collect::<Vec<_>>())
-    .bind(counts.values().copied().collect::<Vec<_>>())
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(aggregate, id, last)| ((aggregate, id), last))
-        .collect())
-}
-
-/// An event ready for the outbox.
-#[derive(Debug, Clone)]
-pub struct OutboxRow {
-    pub event_id: Uuid,
-    pub subject: String,
-    pub payload: Value,
-}
-
-pub async fn insert_outbox(db: &mut PgConnection, rows: &[OutboxRow]) -> sqlx::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO outbox (event_id, subject, payload)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])",
-    )
-    .bind(rows.iter().map(|row| row.event_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|row| row.subject.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|row| row.payload.clone()).collect::<Vec<_>>())
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// An inbox row: the command's verdict, written in the transaction of its effect.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -540,30 +648,6 @@ pub struct Answer {
     pub kind: &'static str,
     pub fingerprint: String,
     pub verdict: Verdict,
-}
-
-/// Writes verdicts; a `failed` verdict is replaced when its command is re-driven and applied.
-pub async fn insert_answers(db: &mut PgConnection, answers: &[Answer]) -> sqlx::Result<()> {
-    if answers.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO commands (id, tenant_id, kind, fingerprint, outcome, body)
-         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[])
-         ON CONFLICT (id) DO UPDATE
-             SET kind = EXCLUDED.kind, fingerprint = EXCLUDED.fingerprint, outcome = EXCLUDED.outcome,
-                 body = EXCLUDED.body, applied_at = now()
-             WHERE commands.outcome = 'failed'",
-    )
-    .bind(answers.iter().map(|a| a.id).collect::<Vec<_>>())
-    .bind(answers.iter().map(|a| a.tenant_id.get()).collect::<Vec<_>>())
-    .bind(answers.iter().map(|a| a.kind).collect::<Vec<_>>())
-    .bind(answers.iter().map(|a| a.fingerprint.as_str()).collect::<Vec<_>>())
-    .bind(answers.iter().map(|a| a.verdict.kind()).collect::<Vec<_>>())
-    .bind(answers.iter().map(|a| a.verdict.body()).collect::<Vec<_>>())
-    .execute(db)
-    .await?;
-    Ok(())
 }
 
 /// Counts an attempt at a command whose earlier delivery ended without a verdict, in a transaction of
