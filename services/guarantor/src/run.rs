@@ -157,6 +157,7 @@ async fn run_part(part: Part, infra: Infra, config: Arc<Config>, shutdown: Cance
         Part::Ledger => {
             let settings = guarantor_ledger::ConsumerSettings {
                 batch_max: usize::try_from(config.ledger_batch_max).unwrap_or(usize::MAX),
+                workers: usize::try_from(config.ledger_workers).unwrap_or(1),
                 ack_wait: Duration::from_secs(config.ledger_ack_wait_secs),
                 ..guarantor_ledger::ConsumerSettings::default()
             };

@@ -265,15 +265,24 @@ fn process<'a>(
     .boxed()
 }
 
+/// Counts an attempt at `item`'s command (see [`engine::count_attempt`]).
+async fn count_attempt(
+    shared: &Shared,
+    connection: &mut Option<PoolConnection<Postgres>>,
+    item: &Item,
+) -> Option<Result<(i32, bool), String>> {
+    let id = item.incoming.envelope.id;
+    until_postgres_answers(shared, connection, std::slice::from_ref(item), |db| {
+        async move { engine::count_attempt(db, id).await.map_err(EngineError::from) }.boxed()
+    })
+    .await
+}
+
 /// A command whose earlier delivery ended without a verdict: counted, then applied alone (or, past
 /// the attempt budget, dead-lettered without being applied again).
 async fn attempt_alone(shared: &Shared, connection: &mut Option<PoolConnection<Postgres>>, item: Item) {
     let id = item.incoming.envelope.id;
-    let counted = until_postgres_answers(shared, connection, std::slice::from_ref(&item), |db| {
-        async move { engine::count_attempt(db, id).await.map_err(EngineError::from) }.boxed()
-    })
-    .await;
-    let (attempts, has_verdict) = match counted {
+    let (attempts, has_verdict) = match count_attempt(shared, connection, &item).await {
         Some(Ok(counted)) => counted,
         Some(Err(error)) => {
             tracing::error!(error, %id, "cannot count an attempt; retrying later");
@@ -307,11 +316,7 @@ async fn failed_attempt(
 ) {
     let id = item.incoming.envelope.id;
     let attempts = if attempts == 0 {
-        let counted = until_postgres_answers(shared, connection, std::slice::from_ref(&item), |db| {
-            async move { engine::count_attempt(db, id).await.map_err(EngineError::from) }.boxed()
-        })
-        .await;
-        match counted {
+        match count_attempt(shared, connection, &item).await {
             Some(Ok((attempts, _))) => attempts,
             Some(Err(_)) | None => 0,
         }

@@ -91,6 +91,8 @@ pub struct Config {
     pub ledger_ack_wait_secs: u64,
     /// Most commands the ledger applies in one Postgres transaction.
     pub ledger_batch_max: u64,
+    /// Ledger workers per process, each applying its own batches on its own connection.
+    pub ledger_workers: u64,
     pub sentry_dsn: Option<SecretString>,
     pub log_format: LogFormat,
     pub data_dir: PathBuf,
@@ -154,6 +156,7 @@ impl Config {
             command_timeout_ms: env.positive("COMMAND_TIMEOUT_MS", 5_000)?,
             ledger_ack_wait_secs: env.positive("LEDGER_ACK_WAIT_SECS", 30)?,
             ledger_batch_max: env.positive("LEDGER_BATCH_MAX", 256)?,
+            ledger_workers: env.positive("LEDGER_WORKERS", 2)?,
             sentry_dsn: env.secret("SENTRY_DSN")?,
             log_format: env.parsed_or("LOG_FORMAT", "pretty")?,
             data_dir: env.plain("DATA_DIR").unwrap_or("./.guarantor").into(),
