@@ -41,7 +41,9 @@ pub fn layer(router: Router) -> Router {
         ServiceBuilder::new()
             .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            // Failures are logged once, with their cause, where the error answer is made (`ApiError`),
+            // so the trace layer does not log 5xx answers again.
+            .layer(TraceLayer::new_for_http().on_failure(()).make_span_with(|request: &Request| {
                 let request_id = request
                     .extensions()
                     .get::<RequestId>()

@@ -78,9 +78,9 @@ pub async fn plan(db: &mut PgConnection, ids: &[Uuid], acted: &[i64], users: &[i
          UNION ALL
          SELECT 'user', NULL, NULL, NULL, NULL, u.id, u.tenant_id, NULL, NULL
          FROM users u
-         WHERE u.id = ANY($3)
-            OR u.id IN (SELECT customer_id FROM deals WHERE id = ANY($2))
-            OR u.id IN (SELECT performer_id FROM deals WHERE id = ANY($2))",
+         WHERE u.id IN (SELECT unnest($3::bigint[])
+                        UNION SELECT customer_id FROM deals WHERE id = ANY($2)
+                        UNION SELECT performer_id FROM deals WHERE id = ANY($2))",
     )
     .bind(ids)
     .bind(acted)
