@@ -343,6 +343,19 @@ async fn a_command_answers_503_in_the_error_shape_when_nats_is_down() {
         (answer.status, answer.error_code()),
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     );
+    // A keyed request that could not be published leaves no pending command behind.
+    let keyed = system
+        .post("/api/v1/user")
+        .idempotency("during-the-outage")
+        .json(serde_json::json!({ "external_id": "lost" }))
+        .send()
+        .await;
+    assert_eq!(keyed.status, StatusCode::SERVICE_UNAVAILABLE);
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM accepted_commands")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(pending, 0);
     assert_eq!(system.snapshot().await["users"], before["users"]);
 }
 

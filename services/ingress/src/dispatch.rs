@@ -104,11 +104,17 @@ pub async fn execute(
         issued_at: Utc::now(),
         command,
     };
-    let submitted = state
-        .bus
-        .submit(&envelope, meta.request_id.as_deref())
-        .await
-        .map_err(|err| ApiError::unavailable("the command queue is unavailable").with_cause(err))?;
+    let submitted = match state.bus.submit(&envelope, meta.request_id.as_deref()).await {
+        Ok(submitted) => submitted,
+        Err(err) => {
+            if meta.idempotency_key.is_some() {
+                if let Err(unbound) = repo::unbind_key(&state.pool, principal.tenant_id, id, &fingerprint).await {
+                    tracing::warn!(error = %unbound, "a key bound to an unpublished command stays bound");
+                }
+            }
+            return Err(ApiError::unavailable("the command queue is unavailable").with_cause(err));
+        }
+    };
     match submitted {
         Submitted::Done(verdict) => Ok(respond(&verdict)),
         Submitted::Duplicate => wait_for_first(state, principal.tenant_id, id, &fingerprint).await,

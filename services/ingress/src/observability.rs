@@ -43,20 +43,24 @@ pub fn layer(router: Router) -> Router {
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
             // Failures are logged once, with their cause, where the error answer is made (`ApiError`),
             // so the trace layer does not log 5xx answers again.
-            .layer(TraceLayer::new_for_http().on_failure(()).make_span_with(|request: &Request| {
-                let request_id = request
-                    .extensions()
-                    .get::<RequestId>()
-                    .and_then(|id| id.header_value().to_str().ok())
-                    .unwrap_or_default();
-                tracing::info_span!(
-                    "http",
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                    request_id,
-                    tenant_id = tracing::field::Empty,
-                )
-            }))
+            .layer(
+                TraceLayer::new_for_http()
+                    .on_failure(())
+                    .make_span_with(|request: &Request| {
+                        let request_id = request
+                            .extensions()
+                            .get::<RequestId>()
+                            .and_then(|id| id.header_value().to_str().ok())
+                            .unwrap_or_default();
+                        tracing::info_span!(
+                            "http",
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                            request_id,
+                            tenant_id = tracing::field::Empty,
+                        )
+                    }),
+            )
             .layer(PropagateRequestIdLayer::new(request_id))
             // A panicking handler answers an opaque 500 in the error shape; the panic is logged.
             .layer(CatchPanicLayer::custom(|_| {

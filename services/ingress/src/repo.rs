@@ -73,6 +73,19 @@ async fn bind_key_once(
     .await
 }
 
+/// Releases a key bound by a request whose command could not be published (the client got a 503),
+/// so that `GET /commands/{id}` does not report it pending forever. Should the publish have been
+/// stored after all, the ledger's verdict still appears under the command id.
+pub async fn unbind_key(pool: &PgPool, tenant: TenantId, id: CommandId, fingerprint: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM accepted_commands WHERE id = $1 AND tenant_id = $2 AND fingerprint = $3")
+        .bind(id)
+        .bind(tenant)
+        .bind(fingerprint)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Records that the command was accepted but not answered yet.
 pub async fn accept(pool: &PgPool, tenant: TenantId, id: CommandId) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO accepted_commands (id, tenant_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
