@@ -2,6 +2,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
+# SQL is checked at compile time against the committed query data (.sqlx), without a database.
+ENV SQLX_OFFLINE=true
 RUN cargo build --release --locked -p guarantor
 
 FROM debian:bookworm-slim

@@ -52,7 +52,6 @@ pub struct Planned {
     pub tenants: Vec<(UserId, TenantId)>,
 }
 
-#[derive(sqlx::FromRow)]
 struct PlanRow {
     kind: String,
     command_id: Option<Uuid>,
@@ -68,23 +67,26 @@ struct PlanRow {
 /// The stored verdicts of `ids`, the parties of the deals `acted`, and the tenants of `users` and of
 /// those parties, in one statement.
 pub async fn plan(db: &mut PgConnection, ids: &[Uuid], acted: &[i64], users: &[i64]) -> sqlx::Result<Planned> {
-    let rows: Vec<PlanRow> = sqlx::query_as(
-        "SELECT 'stored' AS kind, c.id AS command_id, c.fingerprint, c.outcome, c.body,
-                NULL::bigint AS id, NULL::bigint AS a, NULL::bigint AS b, NULL::text AS currency
-         FROM commands c WHERE c.id = ANY($1)
-         UNION ALL
-         SELECT 'deal', NULL, NULL, NULL, NULL, d.id, d.customer_id, d.performer_id, d.currency
-         FROM deals d WHERE d.id = ANY($2)
-         UNION ALL
-         SELECT 'user', NULL, NULL, NULL, NULL, u.id, u.tenant_id, NULL, NULL
-         FROM users u
-         WHERE u.id IN (SELECT unnest($3::bigint[])
-                        UNION SELECT customer_id FROM deals WHERE id = ANY($2)
-                        UNION SELECT performer_id FROM deals WHERE id = ANY($2))",
+    let rows = sqlx::query_as!(
+        PlanRow,
+        r#"SELECT 'stored' AS "kind!", c.id AS "command_id?", c.fingerprint AS "fingerprint?",
+                  c.outcome AS "outcome?", c.body AS "body?",
+                  NULL::bigint AS "id?", NULL::bigint AS "a?", NULL::bigint AS "b?",
+                  NULL::text AS "currency?: Currency"
+           FROM commands c WHERE c.id = ANY($1)
+           UNION ALL
+           SELECT 'deal', NULL, NULL, NULL, NULL, d.id, d.customer_id, d.performer_id, d.currency
+           FROM deals d WHERE d.id = ANY($2)
+           UNION ALL
+           SELECT 'user', NULL, NULL, NULL, NULL, u.id, u.tenant_id, NULL, NULL
+           FROM users u
+           WHERE u.id IN (SELECT unnest($3::bigint[])
+                          UNION SELECT customer_id FROM deals WHERE id = ANY($2)
+                          UNION SELECT performer_id FROM deals WHERE id = ANY($2))"#,
+        ids,
+        acted,
+        users,
     )
-    .bind(ids)
-    .bind(acted)
-    .bind(users)
     .fetch_all(db)
     .await?;
     let mut planned = Planned::default();
@@ -122,23 +124,27 @@ pub async fn upsert_users(
     rows: &[(TenantId, String, String)],
 ) -> sqlx::Result<Vec<(TenantId, String, UserId, DateTime<Utc>, bool)>> {
     let tenants: Vec<i64> = rows.iter().map(|row| row.0.get()).collect();
-    let external: Vec<&str> = rows.iter().map(|row| row.1.as_str()).collect();
-    let names: Vec<&str> = rows.iter().map(|row| row.2.as_str()).collect();
-    sqlx::query_as(
-        "INSERT INTO users (tenant_id, external_id, name)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(tenant_id, external_id, name)
-         ORDER BY 1, 2
-         ON CONFLICT (tenant_id, external_id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()
-         RETURNING tenant_id, external_id, id, created_at, (xmax <> 0) AS existed",
+    let external: Vec<String> = rows.iter().map(|row| row.1.clone()).collect();
+    let names: Vec<String> = rows.iter().map(|row| row.2.clone()).collect();
+    let upserted = sqlx::query!(
+        r#"INSERT INTO users (tenant_id, external_id, name)
+           SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(tenant_id, external_id, name)
+           ORDER BY 1, 2
+           ON CONFLICT (tenant_id, external_id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()
+           RETURNING tenant_id AS "tenant_id: TenantId", external_id, id AS "id: UserId", created_at,
+                     (xmax <> 0) AS "existed!""#,
+        &tenants,
+        &external,
+        &names,
     )
-    .bind(tenants)
-    .bind(external)
-    .bind(names)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(upserted
+        .into_iter()
+        .map(|row| (row.tenant_id, row.external_id, row.id, row.created_at, row.existed))
+        .collect())
 }
 
-#[derive(sqlx::FromRow)]
 struct DealRow {
     id: DealId,
     tenant_id: TenantId,
@@ -160,16 +166,19 @@ struct DealRow {
 /// may rise. Their disputes are read with the accounts, in a later statement, so they are as fresh
 /// as the locked rows.
 pub async fn lock_deals(db: &mut PgConnection, ids: &[i64], rising: &[i64]) -> sqlx::Result<Vec<Deal>> {
-    let rows: Vec<DealRow> = sqlx::query_as(
-        "SELECT d.id, d.tenant_id, d.customer_id, d.performer_id, d.title, d.description, d.amount, d.currency,
-                d.status, d.deadline_at, d.funded_at, d.created_at, d.updated_at, e.id AS escrow
-         FROM deals d JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
-         WHERE d.id = ANY($1) OR (d.status = 'waiting_for_payment' AND d.customer_id = ANY($2))
-         ORDER BY d.id
-         FOR UPDATE OF d",
+    let rows = sqlx::query_as!(
+        DealRow,
+        r#"SELECT d.id AS "id: DealId", d.tenant_id AS "tenant_id: TenantId", d.customer_id AS "customer_id: UserId",
+                  d.performer_id AS "performer_id: UserId", d.title, d.description, d.amount,
+                  d.currency AS "currency: Currency", d.status AS "status: DealStatus", d.deadline_at, d.funded_at,
+                  d.created_at, d.updated_at, e.id AS escrow
+           FROM deals d JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
+           WHERE d.id = ANY($1) OR (d.status = 'waiting_for_payment' AND d.customer_id = ANY($2))
+           ORDER BY d.id
+           FOR UPDATE OF d"#,
+        ids,
+        rising,
     )
-    .bind(ids)
-    .bind(rising)
     .fetch_all(&mut *db)
     .await?;
     Ok(rows
@@ -209,7 +218,6 @@ pub struct AccountRow {
     pub balance: Decimal,
 }
 
-#[derive(sqlx::FromRow)]
 struct AccountOrDispute {
     account_id: Option<AccountId>,
     user_id: Option<UserId>,
@@ -236,24 +244,26 @@ pub async fn lock_accounts(
     deals: &[i64],
 ) -> sqlx::Result<(Vec<AccountRow>, Vec<(DealId, DisputeView)>)> {
     let (users, currencies) = split_keys(keys);
-    let rows: Vec<AccountOrDispute> = sqlx::query_as(
-        "WITH locked AS (
-             SELECT id, user_id, currency, balance FROM accounts
-             WHERE (kind = 'user_available' AND user_id = ANY($1) AND currency = ANY($2))
-                OR (kind = 'deal_escrow' AND deal_id = ANY($3))
-             ORDER BY id
-             FOR UPDATE)
-         SELECT id AS account_id, user_id, currency, balance, NULL::bigint AS deal_id, NULL::bigint AS opened_by,
-                NULL::text AS title, NULL::text AS description, NULL::timestamptz AS opened_at,
-                NULL::text AS resolution, NULL::timestamptz AS resolved_at
-         FROM locked
-         UNION ALL
-         SELECT NULL, NULL, NULL, NULL, deal_id, opened_by, title, description, opened_at, resolution, resolved_at
-         FROM disputes WHERE deal_id = ANY($3)",
+    let rows = sqlx::query_as!(
+        AccountOrDispute,
+        r#"WITH locked AS (
+               SELECT id, user_id, currency, balance FROM accounts
+               WHERE (kind = 'user_available' AND user_id = ANY($1) AND currency = ANY($2))
+                  OR (kind = 'deal_escrow' AND deal_id = ANY($3))
+               ORDER BY id
+               FOR UPDATE)
+           SELECT id AS "account_id?", user_id AS "user_id?: UserId", currency AS "currency?: Currency",
+                  balance AS "balance?", NULL::bigint AS "deal_id?: DealId", NULL::bigint AS "opened_by?: UserId",
+                  NULL::text AS "title?", NULL::text AS "description?", NULL::timestamptz AS "opened_at?",
+                  NULL::text AS "resolution?", NULL::timestamptz AS "resolved_at?"
+           FROM locked
+           UNION ALL
+           SELECT NULL, NULL, NULL, NULL, deal_id, opened_by, title, description, opened_at, resolution, resolved_at
+           FROM disputes WHERE deal_id = ANY($3)"#,
+        &users,
+        &currencies as &[&str],
+        deals,
     )
-    .bind(users)
-    .bind(currencies)
-    .bind(deals)
     .fetch_all(db)
     .await?;
     let mut accounts = Vec::new();
@@ -298,7 +308,11 @@ pub async fn open_accounts(db: &mut PgConnection, accounts: &[NewAccount]) -> sq
     if accounts.is_empty() {
         return Ok(0);
     }
-    let opened = sqlx::query(
+    let ids: Vec<i64> = accounts.iter().map(|a| a.id).collect();
+    let currencies: Vec<&str> = accounts.iter().map(|a| a.currency.code()).collect();
+    let users: Vec<Option<i64>> = accounts.iter().map(|a| a.user_id.map(UserId::get)).collect();
+    let balances: Vec<Decimal> = accounts.iter().map(|a| a.balance).collect();
+    let opened = sqlx::query!(
         "INSERT INTO accounts (id, kind, currency, user_id, balance)
          OVERRIDING SYSTEM VALUE
          SELECT id, CASE WHEN user_id IS NULL THEN 'operator_adjustments' ELSE 'user_available' END,
@@ -306,11 +320,11 @@ pub async fn open_accounts(db: &mut PgConnection, accounts: &[NewAccount]) -> sq
          FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::numeric[]) AS a(id, currency, user_id, balance)
          ORDER BY user_id, currency
          ON CONFLICT DO NOTHING",
+        &ids,
+        &currencies as &[&str],
+        &users as &[Option<i64>],
+        &balances,
     )
-    .bind(accounts.iter().map(|a| a.id).collect::<Vec<_>>())
-    .bind(accounts.iter().map(|a| a.currency.code()).collect::<Vec<_>>())
-    .bind(accounts.iter().map(|a| a.user_id.map(UserId::get)).collect::<Vec<_>>())
-    .bind(accounts.iter().map(|a| a.balance).collect::<Vec<_>>())
     .execute(db)
     .await?;
     Ok(usize::try_from(opened.rows_affected()).unwrap_or(usize::MAX))
@@ -331,7 +345,6 @@ pub struct Prepared {
     pub operators: Vec<(Currency, AccountId)>,
 }
 
-#[derive(sqlx::FromRow)]
 struct PreparedRow {
     now: DateTime<Utc>,
     deals: Vec<i64>,
@@ -364,32 +377,36 @@ pub async fn prepare(
     currencies: &[&'static str],
 ) -> sqlx::Result<Prepared> {
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-    let row: PreparedRow = sqlx::query_as(
-        "WITH held AS (
-             SELECT d.customer_id, d.currency, sum(e.balance) AS held
-             FROM deals d JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
-             WHERE d.customer_id = ANY($5) AND d.status IN ('confirm_performer', 'confirmed', 'dispute')
-             GROUP BY 1, 2)
-         SELECT now(),
-                ARRAY(SELECT nextval(pg_get_serial_sequence('deals', 'id')) FROM generate_series(1, $1)) AS deals,
-                ARRAY(SELECT nextval(pg_get_serial_sequence('accounts', 'id')) FROM generate_series(1, $2)) AS accounts,
-                ARRAY(SELECT nextval(pg_get_serial_sequence('transfers', 'id')) FROM generate_series(1, $3))
-                    AS transfers,
-                ARRAY(SELECT id FROM deals WHERE status = 'waiting_for_payment' AND customer_id = ANY($4)) AS waiting,
-                ARRAY(SELECT customer_id FROM held ORDER BY customer_id, currency) AS held_users,
-                ARRAY(SELECT currency FROM held ORDER BY customer_id, currency) AS held_currencies,
-                ARRAY(SELECT held FROM held ORDER BY customer_id, currency) AS held,
-                ARRAY(SELECT currency FROM accounts WHERE kind = 'operator_adjustments' AND currency = ANY($6)
-                      ORDER BY id) AS operator_currencies,
-                ARRAY(SELECT id FROM accounts WHERE kind = 'operator_adjustments' AND currency = ANY($6)
-                      ORDER BY id) AS operators",
+    let row = sqlx::query_as!(
+        PreparedRow,
+        r#"WITH held AS (
+               SELECT d.customer_id, d.currency, sum(e.balance) AS held
+               FROM deals d JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
+               WHERE d.customer_id = ANY($5) AND d.status IN ('confirm_performer', 'confirmed', 'dispute')
+               GROUP BY 1, 2)
+           SELECT now() AS "now!",
+                  ARRAY(SELECT nextval(pg_get_serial_sequence('deals', 'id')) FROM generate_series(1, $1::bigint))
+                      AS "deals!",
+                  ARRAY(SELECT nextval(pg_get_serial_sequence('accounts', 'id')) FROM generate_series(1, $2::bigint))
+                      AS "accounts!",
+                  ARRAY(SELECT nextval(pg_get_serial_sequence('transfers', 'id')) FROM generate_series(1, $3::bigint))
+                      AS "transfers!",
+                  ARRAY(SELECT id FROM deals WHERE status = 'waiting_for_payment' AND customer_id = ANY($4))
+                      AS "waiting!",
+                  ARRAY(SELECT customer_id FROM held ORDER BY customer_id, currency) AS "held_users!",
+                  ARRAY(SELECT currency FROM held ORDER BY customer_id, currency) AS "held_currencies!",
+                  ARRAY(SELECT held FROM held ORDER BY customer_id, currency) AS "held!",
+                  ARRAY(SELECT currency FROM accounts WHERE kind = 'operator_adjustments' AND currency = ANY($6)
+                        ORDER BY id) AS "operator_currencies!",
+                  ARRAY(SELECT id FROM accounts WHERE kind = 'operator_adjustments' AND currency = ANY($6)
+                        ORDER BY id) AS "operators!""#,
+        count(reserve.deals),
+        count(reserve.deals + reserve.accounts),
+        count(reserve.transfers),
+        rising,
+        customers,
+        currencies as &[&str],
     )
-    .bind(count(reserve.deals))
-    .bind(count(reserve.deals + reserve.accounts))
-    .bind(count(reserve.transfers))
-    .bind(rising)
-    .bind(customers)
-    .bind(currencies)
     .fetch_one(db)
     .await?;
     let decode = |err: guarantor_domain::IdError| sqlx::Error::Decode(err.into());
@@ -454,8 +471,97 @@ pub struct Writes<'a> {
 /// taken sorted, and each event's sequence is computed from its aggregate's new last value.
 pub async fn write(db: &mut PgConnection, w: &Writes<'_>) -> sqlx::Result<()> {
     let ids = |deals: &[&Deal], f: fn(&Deal) -> i64| deals.iter().map(|d| f(d)).collect::<Vec<i64>>();
-    sqlx::query(
-        "WITH
+    let p1 = ids(&w.inserted, |d| d.id.get());
+    let p2 = ids(&w.inserted, |d| d.tenant_id.get());
+    let p3 = ids(&w.inserted, |d| d.customer_id.get());
+    let p4 = ids(&w.inserted, |d| d.performer_id.get());
+    let p5 = w.inserted.iter().map(|d| d.title.as_str()).collect::<Vec<_>>();
+    let p6 = w.inserted.iter().map(|d| d.description.as_str()).collect::<Vec<_>>();
+    let p7 = w.inserted.iter().map(|d| d.amount).collect::<Vec<_>>();
+    let p8 = w.inserted.iter().map(|d| d.currency.code()).collect::<Vec<_>>();
+    let p9 = w.inserted.iter().map(|d| d.status.as_str()).collect::<Vec<_>>();
+    let p10 = w.inserted.iter().map(|d| d.deadline_at).collect::<Vec<_>>();
+    let p11 = w.inserted.iter().map(|d| d.funded_at).collect::<Vec<_>>();
+    let p12 = w.inserted.iter().map(|d| d.created_at).collect::<Vec<_>>();
+    let p13 = w.inserted.iter().map(|d| d.updated_at).collect::<Vec<_>>();
+    let p14 = ids(&w.inserted, |d| d.escrow);
+    let p15 = &w.escrow_balances;
+    let p16 = ids(&w.updated, |d| d.id.get());
+    let p17 = w.updated.iter().map(|d| d.status.as_str()).collect::<Vec<_>>();
+    let p18 = w.updated.iter().map(|d| d.funded_at).collect::<Vec<_>>();
+    let p19 = w.updated.iter().map(|d| d.updated_at).collect::<Vec<_>>();
+    let p20 = w.opened_disputes.iter().map(|(id, _)| id.get()).collect::<Vec<_>>();
+    let p21 = w
+        .opened_disputes
+        .iter()
+        .map(|(_, d)| d.opened_by.get())
+        .collect::<Vec<_>>();
+    let p22 = w
+        .opened_disputes
+        .iter()
+        .map(|(_, d)| d.title.as_str())
+        .collect::<Vec<_>>();
+    let p23 = w
+        .opened_disputes
+        .iter()
+        .map(|(_, d)| d.description.as_str())
+        .collect::<Vec<_>>();
+    let p24 = w.opened_disputes.iter().map(|(_, d)| d.opened_at).collect::<Vec<_>>();
+    let p25 = w
+        .opened_disputes
+        .iter()
+        .map(|(_, d)| d.resolution.as_deref())
+        .collect::<Vec<_>>();
+    let p26 = w.opened_disputes.iter().map(|(_, d)| d.resolved_at).collect::<Vec<_>>();
+    let p27 = w.resolved_disputes.iter().map(|(id, _)| id.get()).collect::<Vec<_>>();
+    let p28 = w
+        .resolved_disputes
+        .iter()
+        .map(|(_, d)| d.resolution.as_deref())
+        .collect::<Vec<_>>();
+    let p29 = w
+        .resolved_disputes
+        .iter()
+        .map(|(_, d)| d.resolved_at)
+        .collect::<Vec<_>>();
+    let p30 = w.transfers.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+    let p31 = w.transfers.iter().map(|(_, t)| t.debit).collect::<Vec<_>>();
+    let p32 = w.transfers.iter().map(|(_, t)| t.credit).collect::<Vec<_>>();
+    let p33 = w.transfers.iter().map(|(_, t)| t.amount).collect::<Vec<_>>();
+    let p34 = w.transfers.iter().map(|(_, t)| t.currency.code()).collect::<Vec<_>>();
+    let p35 = w.transfers.iter().map(|(_, t)| t.kind.as_str()).collect::<Vec<_>>();
+    let p36 = w
+        .transfers
+        .iter()
+        .map(|(_, t)| t.deal_id.map(DealId::get))
+        .collect::<Vec<_>>();
+    let p37 = w.transfers.iter().map(|(_, t)| t.command.as_uuid()).collect::<Vec<_>>();
+    let p38 = w.transfers.iter().map(|(_, t)| t.reason.as_deref()).collect::<Vec<_>>();
+    let p39 = w.now;
+    let p40 = w.deltas.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+    let p41 = w.deltas.iter().map(|(_, delta)| *delta).collect::<Vec<_>>();
+    let p42 = w
+        .sequences
+        .iter()
+        .map(|(aggregate, _, _)| *aggregate)
+        .collect::<Vec<_>>();
+    let p43 = w.sequences.iter().map(|(_, id, _)| *id).collect::<Vec<_>>();
+    let p44 = w.sequences.iter().map(|(_, _, count)| *count).collect::<Vec<_>>();
+    let p45 = w.outbox.iter().map(|e| e.event_id).collect::<Vec<_>>();
+    let p46 = w.outbox.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>();
+    let p47 = w.outbox.iter().map(|e| e.payload.clone()).collect::<Vec<_>>();
+    let p48 = w.outbox.iter().map(|e| e.aggregate).collect::<Vec<_>>();
+    let p49 = w.outbox.iter().map(|e| e.aggregate_id).collect::<Vec<_>>();
+    let p50 = w.outbox.iter().map(|e| e.ordinal).collect::<Vec<_>>();
+    let p51 = w.outbox.iter().map(|e| e.count).collect::<Vec<_>>();
+    let p52 = w.answers.iter().map(|a| a.id).collect::<Vec<_>>();
+    let p53 = w.answers.iter().map(|a| a.tenant_id.get()).collect::<Vec<_>>();
+    let p54 = w.answers.iter().map(|a| a.kind).collect::<Vec<_>>();
+    let p55 = w.answers.iter().map(|a| a.fingerprint.as_str()).collect::<Vec<_>>();
+    let p56 = w.answers.iter().map(|a| a.verdict.kind()).collect::<Vec<_>>();
+    let p57 = w.answers.iter().map(|a| a.verdict.body()).collect::<Vec<_>>();
+    sqlx::query!(
+        r#"WITH
          new_deals AS (
              INSERT INTO deals (id, tenant_id, customer_id, performer_id, title, description, amount, currency,
                                 status, deadline_at, funded_at, created_at, updated_at)
@@ -512,113 +618,66 @@ pub async fn write(db: &mut PgConnection, w: &Writes<'_>) -> sqlx::Result<()> {
                  SET kind = EXCLUDED.kind, fingerprint = EXCLUDED.fingerprint, outcome = EXCLUDED.outcome,
                      body = EXCLUDED.body, applied_at = now()
                  WHERE commands.outcome = 'failed')
-         SELECT 1",
+         SELECT 1 AS written"#,
+        &p1,
+        &p2,
+        &p3,
+        &p4,
+        &p5 as &[&str],
+        &p6 as &[&str],
+        &p7,
+        &p8 as &[&str],
+        &p9 as &[&str],
+        &p10 as &[Option<DateTime<Utc>>],
+        &p11 as &[Option<DateTime<Utc>>],
+        &p12,
+        &p13,
+        &p14,
+        p15.as_slice(),
+        &p16,
+        &p17 as &[&str],
+        &p18 as &[Option<DateTime<Utc>>],
+        &p19,
+        &p20,
+        &p21,
+        &p22 as &[&str],
+        &p23 as &[&str],
+        &p24,
+        &p25 as &[Option<&str>],
+        &p26 as &[Option<DateTime<Utc>>],
+        &p27,
+        &p28 as &[Option<&str>],
+        &p29 as &[Option<DateTime<Utc>>],
+        &p30,
+        &p31,
+        &p32,
+        &p33,
+        &p34 as &[&str],
+        &p35 as &[&str],
+        &p36 as &[Option<i64>],
+        &p37,
+        &p38 as &[Option<&str>],
+        p39,
+        &p40,
+        &p41,
+        &p42 as &[&str],
+        &p43,
+        &p44,
+        &p45,
+        &p46 as &[&str],
+        &p47,
+        &p48 as &[&str],
+        &p49,
+        &p50,
+        &p51,
+        &p52,
+        &p53,
+        &p54 as &[&str],
+        &p55 as &[&str],
+        &p56 as &[&str],
+        &p57 as &[Option<Value>],
     )
-    // New deals and their escrows.
-    .bind(ids(&w.inserted, |d| d.id.get()))
-    .bind(ids(&w.inserted, |d| d.tenant_id.get()))
-    .bind(ids(&w.inserted, |d| d.customer_id.get()))
-    .bind(ids(&w.inserted, |d| d.performer_id.get()))
-    .bind(w.inserted.iter().map(|d| d.title.as_str()).collect::<Vec<_>>())
-    .bind(w.inserted.iter().map(|d| d.description.as_str()).collect::<Vec<_>>())
-    .bind(w.inserted.iter().map(|d| d.amount).collect::<Vec<_>>())
-    .bind(w.inserted.iter().map(|d| d.currency.code()).collect::<Vec<_>>())
-    .bind(w.inserted.iter().map(|d| d.status.as_str()).collect::<Vec<_>>())
-    .bind(w.inserted.iter().map(|d| d.deadline_at).collect::<Vec<_>>())
-    .bind(w.inserted.iter().map(|d| d.funded_at).collect::<Vec<_>>())
-    .bind(w.inserted.iter().map(|d| d.created_at).collect::<Vec<_>>())
-    .bind(w.inserted.iter().map(|d| d.updated_at).collect::<Vec<_>>())
-    .bind(ids(&w.inserted, |d| d.escrow))
-    .bind(&w.escrow_balances)
-    // Changed deals.
-    .bind(ids(&w.updated, |d| d.id.get()))
-    .bind(w.updated.iter().map(|d| d.status.as_str()).collect::<Vec<_>>())
-    .bind(w.updated.iter().map(|d| d.funded_at).collect::<Vec<_>>())
-    .bind(w.updated.iter().map(|d| d.updated_at).collect::<Vec<_>>())
-    // Disputes.
-    .bind(w.opened_disputes.iter().map(|(id, _)| id.get()).collect::<Vec<_>>())
-    .bind(
-        w.opened_disputes
-            .iter()
-            .map(|(_, d)| d.opened_by.get())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        w.opened_disputes
-            .iter()
-            .map(|(_, d)| d.title.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        w.opened_disputes
-            .iter()
-            .map(|(_, d)| d.description.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(w.opened_disputes.iter().map(|(_, d)| d.opened_at).collect::<Vec<_>>())
-    .bind(
-        w.opened_disputes
-            .iter()
-            .map(|(_, d)| d.resolution.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(w.opened_disputes.iter().map(|(_, d)| d.resolved_at).collect::<Vec<_>>())
-    .bind(w.resolved_disputes.iter().map(|(id, _)| id.get()).collect::<Vec<_>>())
-    .bind(
-        w.resolved_disputes
-            .iter()
-            .map(|(_, d)| d.resolution.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        w.resolved_disputes
-            .iter()
-            .map(|(_, d)| d.resolved_at)
-            .collect::<Vec<_>>(),
-    )
-    // Transfers.
-    .bind(w.transfers.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind(w.transfers.iter().map(|(_, t)| t.debit).collect::<Vec<_>>())
-    .bind(w.transfers.iter().map(|(_, t)| t.credit).collect::<Vec<_>>())
-    .bind(w.transfers.iter().map(|(_, t)| t.amount).collect::<Vec<_>>())
-    .bind(w.transfers.iter().map(|(_, t)| t.currency.code()).collect::<Vec<_>>())
-    .bind(w.transfers.iter().map(|(_, t)| t.kind.as_str()).collect::<Vec<_>>())
-    .bind(
-        w.transfers
-            .iter()
-            .map(|(_, t)| t.deal_id.map(DealId::get))
-            .collect::<Vec<_>>(),
-    )
-    .bind(w.transfers.iter().map(|(_, t)| t.command.as_uuid()).collect::<Vec<_>>())
-    .bind(w.transfers.iter().map(|(_, t)| t.reason.as_deref()).collect::<Vec<_>>())
-    .bind(w.now)
-    // Balances.
-    .bind(w.deltas.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind(w.deltas.iter().map(|(_, delta)| *delta).collect::<Vec<_>>())
-    // Event sequences and the outbox.
-    .bind(
-        w.sequences
-            .iter()
-            .map(|(aggregate, _, _)| *aggregate)
-            .collect::<Vec<_>>(),
-    )
-    .bind(w.sequences.iter().map(|(_, id, _)| *id).collect::<Vec<_>>())
-    .bind(w.sequences.iter().map(|(_, _, count)| *count).collect::<Vec<_>>())
-    .bind(w.outbox.iter().map(|e| e.event_id).collect::<Vec<_>>())
-    .bind(w.outbox.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
-    .bind(w.outbox.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-    .bind(w.outbox.iter().map(|e| e.aggregate).collect::<Vec<_>>())
-    .bind(w.outbox.iter().map(|e| e.aggregate_id).collect::<Vec<_>>())
-    .bind(w.outbox.iter().map(|e| e.ordinal).collect::<Vec<_>>())
-    .bind(w.outbox.iter().map(|e| e.count).collect::<Vec<_>>())
-    // Verdicts.
-    .bind(w.answers.iter().map(|a| a.id).collect::<Vec<_>>())
-    .bind(w.answers.iter().map(|a| a.tenant_id.get()).collect::<Vec<_>>())
-    .bind(w.answers.iter().map(|a| a.kind).collect::<Vec<_>>())
-    .bind(w.answers.iter().map(|a| a.fingerprint.as_str()).collect::<Vec<_>>())
-    .bind(w.answers.iter().map(|a| a.verdict.kind()).collect::<Vec<_>>())
-    .bind(w.answers.iter().map(|a| a.verdict.body()).collect::<Vec<_>>())
-    .execute(db)
+    .fetch_one(db)
     .await?;
     Ok(())
 }
@@ -629,12 +688,14 @@ pub async fn apply_deltas(db: &mut PgConnection, deltas: &[(AccountId, Decimal)]
     if deltas.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    let ids: Vec<i64> = deltas.iter().map(|(id, _)| *id).collect();
+    let amounts: Vec<Decimal> = deltas.iter().map(|(_, delta)| *delta).collect();
+    sqlx::query!(
         "UPDATE accounts a SET balance = a.balance + u.delta
          FROM unnest($1::bigint[], $2::numeric[]) AS u(id, delta) WHERE a.id = u.id",
+        &ids,
+        &amounts,
     )
-    .bind(deltas.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind(deltas.iter().map(|(_, delta)| *delta).collect::<Vec<_>>())
     .execute(db)
     .await?;
     Ok(())
@@ -654,39 +715,44 @@ pub struct Answer {
 /// its own (so a crash during the attempt still counts). Returns the attempts so far, this one
 /// included, and whether the command has a verdict already (then the attempt only answers it).
 pub async fn count_attempt(db: &mut PgConnection, id: CommandId) -> sqlx::Result<(i32, bool)> {
-    sqlx::query_as(
-        "WITH counted AS (
-             INSERT INTO command_attempts (id, attempts) VALUES ($1, 1)
-             ON CONFLICT (id) DO UPDATE SET attempts = command_attempts.attempts + 1, updated_at = now()
-             RETURNING attempts)
-         SELECT attempts, EXISTS (SELECT 1 FROM commands WHERE id = $1 AND outcome <> 'failed') FROM counted",
+    let counted = sqlx::query!(
+        r#"WITH counted AS (
+               INSERT INTO command_attempts (id, attempts) VALUES ($1, 1)
+               ON CONFLICT (id) DO UPDATE SET attempts = command_attempts.attempts + 1, updated_at = now()
+               RETURNING attempts)
+           SELECT attempts AS "attempts!",
+                  EXISTS (SELECT 1 FROM commands WHERE id = $1 AND outcome <> 'failed') AS "has_verdict!"
+           FROM counted"#,
+        id.as_uuid(),
     )
-    .bind(id.as_uuid())
     .fetch_one(db)
-    .await
+    .await?;
+    Ok((counted.attempts, counted.has_verdict))
 }
 
 pub async fn record_attempt_error(db: &mut PgConnection, id: CommandId, error: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE command_attempts SET last_error = $2, updated_at = now() WHERE id = $1")
-        .bind(id.as_uuid())
-        .bind(error)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE command_attempts SET last_error = $2, updated_at = now() WHERE id = $1",
+        id.as_uuid(),
+        error,
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// A terminal `failed` verdict for a dead-lettered command (unless a verdict exists already).
 pub async fn record_failure(db: &mut PgConnection, answer: &Answer) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO commands (id, tenant_id, kind, fingerprint, outcome, body) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (id) DO NOTHING",
+        answer.id,
+        answer.tenant_id.get(),
+        answer.kind,
+        answer.fingerprint,
+        answer.verdict.kind(),
+        answer.verdict.body(),
     )
-    .bind(answer.id)
-    .bind(answer.tenant_id)
-    .bind(answer.kind)
-    .bind(&answer.fingerprint)
-    .bind(answer.verdict.kind())
-    .bind(answer.verdict.body())
     .execute(db)
     .await?;
     Ok(())
