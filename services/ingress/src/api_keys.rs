@@ -32,7 +32,7 @@ pub struct CreatedKey {
 }
 
 /// A key as `apikey list` shows it: never the key itself.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct KeyInfo {
     pub id: ApiKeyId,
     pub tenant: String,
@@ -74,21 +74,23 @@ pub async fn create(pool: &PgPool, tenant: &str, role: Role) -> Result<CreatedKe
     let secret = URL_SAFE_NO_PAD.encode(secret_bytes);
     let id = ApiKeyId::generate();
     let mut tx = pool.begin().await?;
-    let tenant_id: TenantId = sqlx::query_scalar(
-        "INSERT INTO tenants (name) VALUES ($1)
-         ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
-         RETURNING id",
+    let tenant_id = sqlx::query_scalar!(
+        r#"INSERT INTO tenants (name) VALUES ($1)
+           ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+           RETURNING id AS "id: TenantId""#,
+        tenant
     )
-    .bind(tenant)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO api_keys (id, tenant_id, role, secret_sha256) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(tenant_id)
-        .bind(role.as_str())
-        .bind(&secret_digest(&secret)[..])
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO api_keys (id, tenant_id, role, secret_sha256) VALUES ($1, $2, $3, $4)",
+        id.as_uuid(),
+        tenant_id.get(),
+        role.as_str(),
+        &secret_digest(&secret)[..]
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(CreatedKey {
         id,
@@ -100,13 +102,14 @@ pub async fn create(pool: &PgPool, tenant: &str, role: Role) -> Result<CreatedKe
 }
 
 pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<KeyInfo>, ApiKeyError> {
-    let keys = sqlx::query_as(
-        "SELECT k.id, t.name AS tenant, k.role, k.created_at, k.revoked_at
-         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
-         WHERE $1::text IS NULL OR t.name = $1
-         ORDER BY t.name, k.created_at",
+    let keys = sqlx::query_as!(
+        KeyInfo,
+        r#"SELECT k.id AS "id: ApiKeyId", t.name AS tenant, k.role AS "role: Role", k.created_at, k.revoked_at
+           FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+           WHERE $1::text IS NULL OR t.name = $1
+           ORDER BY t.name, k.created_at"#,
+        tenant
     )
-    .bind(tenant)
     .fetch_all(pool)
     .await?;
     Ok(keys)
@@ -114,10 +117,12 @@ pub async fn list(pool: &PgPool, tenant: Option<&str>) -> Result<Vec<KeyInfo>, A
 
 /// Revokes a key; returns whether a key that was active is now revoked.
 pub async fn revoke(pool: &PgPool, id: ApiKeyId) -> Result<bool, ApiKeyError> {
-    let result = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
-        .bind(id)
-        .execute(pool)
-        .await?;
+    let result = sqlx::query!(
+        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+        id.as_uuid()
+    )
+    .execute(pool)
+    .await?;
     Ok(result.rows_affected() == 1)
 }
 
@@ -126,12 +131,14 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Princ
     let Some((id, secret)) = parse_key(presented) else {
         return Ok(None);
     };
-    let row: Option<(TenantId, Role, Vec<u8>)> =
-        sqlx::query_as("SELECT tenant_id, role, secret_sha256 FROM api_keys WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
-    let Some((tenant_id, role, stored)) = row else {
+    let row = sqlx::query!(
+        r#"SELECT tenant_id AS "tenant_id: TenantId", role AS "role: Role", secret_sha256
+           FROM api_keys WHERE id = $1 AND revoked_at IS NULL"#,
+        id.as_uuid()
+    )
+    .fetch_optional(pool)
+    .await?;
+    let Some((tenant_id, role, stored)) = row.map(|row| (row.tenant_id, row.role, row.secret_sha256)) else {
         return Ok(None);
     };
     if !bool::from(secret_digest(secret).ct_eq(stored.as_slice())) {

@@ -49,17 +49,16 @@ pub async fn relay(pool: PgPool, js: JetStream, wake: Arc<Notify>, shutdown: Can
 /// One round: publishes up to `BATCH_MAX` pending events; returns how many.
 pub async fn publish_pending(pool: &PgPool, js: &JetStream) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
-    let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(RELAY_LOCK)
+    let leader = sqlx::query_scalar!(r#"SELECT pg_try_advisory_xact_lock($1) AS "leader!""#, RELAY_LOCK)
         .fetch_one(&mut *tx)
         .await?;
     if !leader {
         return Ok(0);
     }
-    let rows: Vec<(i64, uuid::Uuid, String, serde_json::Value)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT id, event_id, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        BATCH_MAX
     )
-    .bind(BATCH_MAX)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
@@ -67,17 +66,16 @@ pub async fn publish_pending(pool: &PgPool, js: &JetStream) -> anyhow::Result<us
     }
     // Publish in order without waiting for each ack, then wait for all of them.
     let mut acks = Vec::with_capacity(rows.len());
-    for (_, event_id, subject, payload) in &rows {
-        let headers = guarantor_messaging::headers(&event_id.to_string(), None);
-        let body = Bytes::from(serde_json::to_vec(payload)?);
-        acks.push(js.publish_with_headers(subject.clone(), headers, body).await?);
+    for row in &rows {
+        let headers = guarantor_messaging::headers(&row.event_id.to_string(), None);
+        let body = Bytes::from(serde_json::to_vec(&row.payload)?);
+        acks.push(js.publish_with_headers(row.subject.clone(), headers, body).await?);
     }
     for ack in acks {
         ack.await?;
     }
-    let ids: Vec<i64> = rows.iter().map(|(id, ..)| *id).collect();
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-        .bind(&ids)
+    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+    sqlx::query!("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", &ids)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

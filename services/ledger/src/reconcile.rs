@@ -21,9 +21,9 @@ pub async fn check(pool: &PgPool) -> sqlx::Result<Vec<Violation>> {
     // 1. Per currency, the balances of all accounts add up to zero.
     found(
         1,
-        sqlx::query_scalar(
-            "SELECT format('currency %s: accounts sum to %s', currency, sum(balance))
-             FROM accounts GROUP BY currency HAVING sum(balance) <> 0",
+        sqlx::query_scalar!(
+            r#"SELECT format('currency %s: accounts sum to %s', currency, sum(balance)) AS "detail!"
+             FROM accounts GROUP BY currency HAVING sum(balance) <> 0"#,
         )
         .fetch_all(pool)
         .await?,
@@ -31,14 +31,14 @@ pub async fn check(pool: &PgPool) -> sqlx::Result<Vec<Violation>> {
     // Every account's balance is the sum of its transfers (so the running balances can be trusted).
     found(
         1,
-        sqlx::query_scalar(
-            "SELECT format('account %s: balance %s but transfers sum to %s', a.id, a.balance, COALESCE(t.net, 0))
+        sqlx::query_scalar!(
+            r#"SELECT format('account %s: balance %s but transfers sum to %s', a.id, a.balance, COALESCE(t.net, 0)) AS "detail!"
              FROM accounts a
              LEFT JOIN (SELECT account, sum(delta) AS net FROM (
                           SELECT credit_account_id AS account, amount AS delta FROM transfers
                           UNION ALL SELECT debit_account_id, -amount FROM transfers) moves
                         GROUP BY account) t ON t.account = a.id
-             WHERE a.balance <> COALESCE(t.net, 0)",
+             WHERE a.balance <> COALESCE(t.net, 0)"#,
         )
         .fetch_all(pool)
         .await?,
@@ -46,9 +46,9 @@ pub async fn check(pool: &PgPool) -> sqlx::Result<Vec<Violation>> {
     // 2. No user's available balance (and no escrow) is negative.
     found(
         2,
-        sqlx::query_scalar(
-            "SELECT format('account %s (%s) is negative: %s', id, kind, balance)
-             FROM accounts WHERE kind IN ('user_available', 'deal_escrow') AND balance < 0",
+        sqlx::query_scalar!(
+            r#"SELECT format('account %s (%s) is negative: %s', id, kind, balance) AS "detail!"
+             FROM accounts WHERE kind IN ('user_available', 'deal_escrow') AND balance < 0"#,
         )
         .fetch_all(pool)
         .await?,
@@ -56,11 +56,11 @@ pub async fn check(pool: &PgPool) -> sqlx::Result<Vec<Violation>> {
     // 3. A deal's escrow holds its amount while funded, and nothing otherwise.
     found(
         3,
-        sqlx::query_scalar(
-            "SELECT format('deal %s in status %s: escrow holds %s of %s', d.id, d.status, COALESCE(e.balance, 0), d.amount)
+        sqlx::query_scalar!(
+            r#"SELECT format('deal %s in status %s: escrow holds %s of %s', d.id, d.status, COALESCE(e.balance, 0), d.amount) AS "detail!"
              FROM deals d LEFT JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
              WHERE COALESCE(e.balance, 0) <> CASE WHEN d.status IN ('confirm_performer', 'confirmed', 'dispute')
-                                                  THEN d.amount ELSE 0 END",
+                                                  THEN d.amount ELSE 0 END"#,
         )
         .fetch_all(pool)
         .await?,
@@ -68,19 +68,19 @@ pub async fn check(pool: &PgPool) -> sqlx::Result<Vec<Violation>> {
     // 4. A command's effect exists at most once: no command moved money more than its rules allow.
     found(
         4,
-        sqlx::query_scalar(
-            "SELECT format('deal %s: %s %s transfers', deal_id, count(*), kind)
+        sqlx::query_scalar!(
+            r#"SELECT format('deal %s: %s %s transfers', deal_id, count(*), kind) AS "detail!"
              FROM transfers WHERE deal_id IS NOT NULL
-             GROUP BY deal_id, kind HAVING count(*) > 1",
+             GROUP BY deal_id, kind HAVING count(*) > 1"#,
         )
         .fetch_all(pool)
         .await?,
     );
     found(
         4,
-        sqlx::query_scalar(
-            "SELECT format('command %s: %s adjustment transfers', command_id, count(*))
-             FROM transfers WHERE kind = 'adjustment' GROUP BY command_id HAVING count(*) > 1",
+        sqlx::query_scalar!(
+            r#"SELECT format('command %s: %s adjustment transfers', command_id, count(*)) AS "detail!"
+             FROM transfers WHERE kind = 'adjustment' GROUP BY command_id HAVING count(*) > 1"#,
         )
         .fetch_all(pool)
         .await?,

@@ -59,11 +59,13 @@ pub async fn ensure_database(url: &SecretString) -> Result<(), StoreError> {
     let mut admin = PgConnection::connect_with(&target.clone().database("postgres"))
         .await
         .map_err(StoreError::Unreachable)?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&database)
-        .fetch_one(&mut admin)
-        .await
-        .map_err(StoreError::Unreachable)?;
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+        &database
+    )
+    .fetch_one(&mut admin)
+    .await
+    .map_err(StoreError::Unreachable)?;
     if !exists {
         let statement = format!("CREATE DATABASE \"{}\"", database.replace('"', "\"\""));
         sqlx::raw_sql(&statement)
@@ -86,6 +88,6 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 
 /// Whether Postgres answers a trivial query within a second.
 pub async fn ping(pool: &PgPool) -> bool {
-    let query = sqlx::query("SELECT 1").execute(pool);
+    let query = sqlx::query!("SELECT 1 AS alive").fetch_one(pool);
     matches!(tokio::time::timeout(Duration::from_secs(1), query).await, Ok(Ok(_)))
 }

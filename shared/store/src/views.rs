@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::PgExecutor;
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     #[schema(value_type = i64, example = 1)]
     pub id: UserId,
@@ -63,7 +63,6 @@ pub struct BalanceView {
     pub held: String,
 }
 
-#[derive(sqlx::FromRow)]
 struct DealRow {
     id: DealId,
     title: String,
@@ -116,26 +115,35 @@ impl From<DealRow> for DealView {
     }
 }
 
-const DEAL_SELECT: &str = "SELECT d.id, d.title, d.description, d.amount, d.currency, d.customer_id, d.performer_id,
-        d.status, d.deadline_at, d.funded_at, d.created_at, d.updated_at,
-        s.opened_by, s.title AS dispute_title, s.description AS dispute_description, s.opened_at,
-        s.resolution, s.resolved_at
-     FROM deals d LEFT JOIN disputes s ON s.deal_id = d.id";
-
 pub async fn user(db: impl PgExecutor<'_>, tenant: TenantId, id: UserId) -> sqlx::Result<Option<UserView>> {
-    sqlx::query_as("SELECT id, external_id, name, created_at, updated_at FROM users WHERE id = $1 AND tenant_id = $2")
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        UserView,
+        r#"SELECT id AS "id: UserId", external_id, name, created_at, updated_at
+           FROM users WHERE id = $1 AND tenant_id = $2"#,
+        id.get(),
+        tenant.get()
+    )
+    .fetch_optional(db)
+    .await
 }
 
+// The deal queries spell out the same columns: query! needs each query as one literal.
 pub async fn deal(db: impl PgExecutor<'_>, tenant: TenantId, id: DealId) -> sqlx::Result<Option<DealView>> {
-    let row: Option<DealRow> = sqlx::query_as(&format!("{DEAL_SELECT} WHERE d.id = $1 AND d.tenant_id = $2"))
-        .bind(id)
-        .bind(tenant)
-        .fetch_optional(db)
-        .await?;
+    let row = sqlx::query_as!(
+        DealRow,
+        r#"SELECT d.id AS "id: DealId", d.title, d.description, d.amount, d.currency AS "currency: Currency",
+                  d.customer_id AS "customer_id: UserId", d.performer_id AS "performer_id: UserId",
+                  d.status AS "status: DealStatus", d.deadline_at, d.funded_at, d.created_at, d.updated_at,
+                  s.opened_by AS "opened_by?: UserId", s.title AS "dispute_title?",
+                  s.description AS "dispute_description?", s.opened_at AS "opened_at?",
+                  s.resolution AS "resolution?", s.resolved_at AS "resolved_at?"
+           FROM deals d LEFT JOIN disputes s ON s.deal_id = d.id
+           WHERE d.id = $1 AND d.tenant_id = $2"#,
+        id.get(),
+        tenant.get()
+    )
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(DealView::from))
 }
 
@@ -150,20 +158,27 @@ pub struct DealFilter {
 }
 
 pub async fn deals(db: impl PgExecutor<'_>, tenant: TenantId, filter: DealFilter) -> sqlx::Result<Vec<DealView>> {
-    let rows: Vec<DealRow> = sqlx::query_as(&format!(
-        "{DEAL_SELECT}
-         WHERE d.tenant_id = $1
-           AND ($2::text IS NULL OR d.status = $2)
-           AND ($3::bigint IS NULL OR d.customer_id = $3 OR d.performer_id = $3)
-           AND ($4::bigint IS NULL OR d.id < $4)
-         ORDER BY d.id DESC
-         LIMIT $5"
-    ))
-    .bind(tenant)
-    .bind(filter.status)
-    .bind(filter.user_id)
-    .bind(filter.before)
-    .bind(filter.limit)
+    let rows = sqlx::query_as!(
+        DealRow,
+        r#"SELECT d.id AS "id: DealId", d.title, d.description, d.amount, d.currency AS "currency: Currency",
+                  d.customer_id AS "customer_id: UserId", d.performer_id AS "performer_id: UserId",
+                  d.status AS "status: DealStatus", d.deadline_at, d.funded_at, d.created_at, d.updated_at,
+                  s.opened_by AS "opened_by?: UserId", s.title AS "dispute_title?",
+                  s.description AS "dispute_description?", s.opened_at AS "opened_at?",
+                  s.resolution AS "resolution?", s.resolved_at AS "resolved_at?"
+           FROM deals d LEFT JOIN disputes s ON s.deal_id = d.id
+           WHERE d.tenant_id = $1
+             AND ($2::text IS NULL OR d.status = $2)
+             AND ($3::bigint IS NULL OR d.customer_id = $3 OR d.performer_id = $3)
+             AND ($4::bigint IS NULL OR d.id < $4)
+           ORDER BY d.id DESC
+           LIMIT $5"#,
+        tenant.get(),
+        filter.status.map(DealStatus::as_str),
+        filter.user_id.map(UserId::get),
+        filter.before.map(DealId::get),
+        filter.limit
+    )
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(DealView::from).collect())
@@ -171,26 +186,28 @@ pub async fn deals(db: impl PgExecutor<'_>, tenant: TenantId, filter: DealFilter
 
 /// One row per supported currency, zero where the user has no account yet.
 pub async fn balances(db: impl PgExecutor<'_>, user: UserId) -> sqlx::Result<Vec<BalanceView>> {
-    let rows: Vec<(Currency, Decimal, Decimal)> = sqlx::query_as(
-        "SELECT c.currency,
-                COALESCE((SELECT a.balance FROM accounts a
-                          WHERE a.kind = 'user_available' AND a.user_id = $1 AND a.currency = c.currency), 0),
-                COALESCE((SELECT sum(e.balance) FROM deals d
-                          JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
-                          WHERE d.customer_id = $1 AND d.currency = c.currency
-                            AND d.status IN ('confirm_performer', 'confirmed', 'dispute')), 0)
-         FROM unnest($2::text[]) AS c(currency)",
+    let currencies: Vec<&str> = Currency::ALL.iter().map(|c| c.code()).collect();
+    let rows = sqlx::query!(
+        r#"SELECT c.currency AS "currency!: Currency",
+                  COALESCE((SELECT a.balance FROM accounts a
+                            WHERE a.kind = 'user_available' AND a.user_id = $1 AND a.currency = c.currency), 0)
+                      AS "balance!",
+                  COALESCE((SELECT sum(e.balance) FROM deals d
+                            JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
+                            WHERE d.customer_id = $1 AND d.currency = c.currency
+                              AND d.status IN ('confirm_performer', 'confirmed', 'dispute')), 0) AS "held!"
+           FROM unnest($2::text[]) AS c(currency)"#,
+        user.get(),
+        &currencies as &[&str]
     )
-    .bind(user)
-    .bind(Currency::ALL.iter().map(|c| c.code()).collect::<Vec<_>>())
     .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(currency, balance, held)| BalanceView {
-            currency,
-            balance: format_wire(balance, currency),
-            held: format_wire(held, currency),
+        .map(|row| BalanceView {
+            currency: row.currency,
+            balance: format_wire(row.balance, row.currency),
+            held: format_wire(row.held, row.currency),
         })
         .collect())
 }
