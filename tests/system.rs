@@ -244,3 +244,32 @@ async fn the_benchmark_runs_its_own_system_and_reports_the_full_path_beside_its_
         .unwrap();
     assert_eq!(left, 0);
 }
+
+#[tokio::test]
+async fn the_ledger_reports_its_batches_and_verdicts_as_prometheus_metrics() {
+    let system = System::up().await;
+    system.user("alice").await;
+    let refused = system
+        .post("/api/v1/deal/")
+        .json(serde_json::json!({ "title": "t", "amount": "1", "customer_id": 999, "performer_id": 998 }))
+        .send()
+        .await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND);
+
+    let metrics = system
+        .http
+        .get(format!("{}/metrics", system.base))
+        .send()
+        .await
+        .unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains(r#"guarantor_commands_applied_total{kind="user.upsert",outcome="applied"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"guarantor_commands_applied_total{kind="deal.create",outcome="refused"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("guarantor_ledger_batch_size"), "{text}");
+}

@@ -353,6 +353,12 @@ async fn give_up(shared: &Shared, connection: &mut Option<PoolConnection<Postgre
     .await;
     match recorded {
         Some(Ok(verdict)) if dead_letter(&shared.js, &item.message, error).await => {
+            metrics::counter!(
+                "guarantor_commands_applied_total",
+                "kind" => item.incoming.envelope.command.kind(),
+                "outcome" => verdict.kind()
+            )
+            .increment(1);
             let reply = CommandReply {
                 command_id: item.incoming.envelope.id,
                 fingerprint: item.incoming.envelope.fingerprint.clone(),
@@ -456,7 +462,15 @@ async fn with_progress<T>(
 }
 
 async fn finish(shared: &Shared, items: &[Item], replies: &[CommandReply]) {
+    #[allow(clippy::cast_precision_loss, reason = "a batch size is far below 2^52")]
+    metrics::histogram!("guarantor_ledger_batch_size").record(items.len() as f64);
     for (item, reply) in items.iter().zip(replies) {
+        metrics::counter!(
+            "guarantor_commands_applied_total",
+            "kind" => item.incoming.envelope.command.kind(),
+            "outcome" => reply.verdict.kind()
+        )
+        .increment(1);
         send_replies(&shared.nats, &item.message, reply).await;
         ack(&item.message, AckKind::Ack).await;
     }
