@@ -464,11 +464,14 @@ pub struct Writes<'a> {
     pub answers: Vec<Answer>,
 }
 
-/// Writes a batch's effects in one statement of data-modifying CTEs. The statements inside cannot
-/// see each other's rows, so nothing here reads what another part writes: new deals and escrows are
-/// inserted in their final state, and only existing rows are updated. Foreign keys are checked at the
-/// end of the statement. The event sequences are the only rows another batch may hold: they are
-/// taken sorted, and each event's sequence is computed from its aggregate's new last value.
+/// Writes a batch's effects with one call of `ledger_write` (migrations/0005): a single statement of
+/// data-modifying CTEs, prepared once per connection with a generic plan and sequential scans off,
+/// so it is not planned again for every batch and always finds rows through their indexes. The
+/// statements inside cannot see each other's rows, so nothing there reads what another part writes:
+/// new deals and escrows are inserted in their final state, and only existing rows are updated.
+/// Foreign keys are checked at the end of the statement. The event sequences are the only rows
+/// another batch may hold: they are taken sorted, and each event's sequence is computed from its
+/// aggregate's new last value.
 pub async fn write(db: &mut PgConnection, w: &Writes<'_>) -> sqlx::Result<()> {
     let ids = |deals: &[&Deal], f: fn(&Deal) -> i64| deals.iter().map(|d| f(d)).collect::<Vec<i64>>();
     let p1 = ids(&w.inserted, |d| d.id.get());
@@ -560,65 +563,8 @@ pub async fn write(db: &mut PgConnection, w: &Writes<'_>) -> sqlx::Result<()> {
     let p55 = w.answers.iter().map(|a| a.fingerprint.as_str()).collect::<Vec<_>>();
     let p56 = w.answers.iter().map(|a| a.verdict.kind()).collect::<Vec<_>>();
     let p57 = w.answers.iter().map(|a| a.verdict.body()).collect::<Vec<_>>();
-    sqlx::query!(
-        r#"WITH
-         new_deals AS (
-             INSERT INTO deals (id, tenant_id, customer_id, performer_id, title, description, amount, currency,
-                                status, deadline_at, funded_at, created_at, updated_at)
-             OVERRIDING SYSTEM VALUE
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::text[],
-                                  $7::numeric[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],
-                                  $12::timestamptz[], $13::timestamptz[])),
-         new_escrows AS (
-             INSERT INTO accounts (id, kind, currency, deal_id, balance)
-             OVERRIDING SYSTEM VALUE
-             SELECT id, 'deal_escrow', currency, deal_id, balance
-             FROM unnest($14::bigint[], $8::text[], $1::bigint[], $15::numeric[]) AS e(id, currency, deal_id, balance)),
-         changed_deals AS (
-             UPDATE deals d SET status = u.status, funded_at = u.funded_at, updated_at = u.updated_at
-             FROM unnest($16::bigint[], $17::text[], $18::timestamptz[], $19::timestamptz[])
-                 AS u(id, status, funded_at, updated_at)
-             WHERE d.id = u.id),
-         opened_disputes AS (
-             INSERT INTO disputes (deal_id, opened_by, title, description, opened_at, resolution, resolved_at)
-             SELECT * FROM unnest($20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::timestamptz[],
-                                  $25::text[], $26::timestamptz[])),
-         resolved_disputes AS (
-             UPDATE disputes s SET resolution = u.resolution, resolved_at = u.resolved_at
-             FROM unnest($27::bigint[], $28::text[], $29::timestamptz[]) AS u(deal_id, resolution, resolved_at)
-             WHERE s.deal_id = u.deal_id),
-         moved AS (
-             INSERT INTO transfers (id, debit_account_id, credit_account_id, amount, currency, kind, deal_id,
-                                    command_id, reason, created_at)
-             OVERRIDING SYSTEM VALUE
-             SELECT id, debit, credit, amount, currency, kind, deal_id, command_id, reason, $39
-             FROM unnest($30::bigint[], $31::bigint[], $32::bigint[], $33::numeric[], $34::text[], $35::text[],
-                         $36::bigint[], $37::uuid[], $38::text[])
-                 AS t(id, debit, credit, amount, currency, kind, deal_id, command_id, reason)),
-         balances AS (
-             UPDATE accounts a SET balance = a.balance + u.delta
-             FROM unnest($40::bigint[], $41::numeric[]) AS u(id, delta) WHERE a.id = u.id),
-         sequences AS (
-             INSERT INTO event_sequences (aggregate, aggregate_id, last)
-             SELECT * FROM unnest($42::text[], $43::bigint[], $44::bigint[]) ORDER BY 1, 2
-             ON CONFLICT (aggregate, aggregate_id) DO UPDATE SET last = event_sequences.last + EXCLUDED.last
-             RETURNING aggregate, aggregate_id, last),
-         events AS (
-             INSERT INTO outbox (event_id, subject, payload)
-             SELECT e.event_id, e.subject, e.payload || jsonb_build_object('sequence', s.last - e.count + e.ordinal)
-             FROM unnest($45::uuid[], $46::text[], $47::jsonb[], $48::text[], $49::bigint[], $50::bigint[],
-                         $51::bigint[]) WITH ORDINALITY
-                 AS e(event_id, subject, payload, aggregate, aggregate_id, ordinal, count, position)
-             JOIN sequences s ON s.aggregate = e.aggregate AND s.aggregate_id = e.aggregate_id
-             ORDER BY e.position),
-         answers AS (
-             INSERT INTO commands (id, tenant_id, kind, fingerprint, outcome, body)
-             SELECT * FROM unnest($52::uuid[], $53::bigint[], $54::text[], $55::text[], $56::text[], $57::jsonb[])
-             ON CONFLICT (id) DO UPDATE
-                 SET kind = EXCLUDED.kind, fingerprint = EXCLUDED.fingerprint, outcome = EXCLUDED.outcome,
-                     body = EXCLUDED.body, applied_at = now()
-                 WHERE commands.outcome = 'failed')
-         SELECT 1 AS written"#,
+    sqlx::query_scalar!(
+        r#"SELECT ledger_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56, $57) AS "written!""#,
         &p1,
         &p2,
         &p3,
