@@ -127,24 +127,14 @@ pub async fn user(db: impl PgExecutor<'_>, tenant: TenantId, id: UserId) -> sqlx
     .await
 }
 
-// The deal queries spell out the same columns: query! needs each query as one literal.
 pub async fn deal(db: impl PgExecutor<'_>, tenant: TenantId, id: DealId) -> sqlx::Result<Option<DealView>> {
-    let row = sqlx::query_as!(
-        DealRow,
-        r#"SELECT d.id AS "id: DealId", d.title, d.description, d.amount, d.currency AS "currency: Currency",
-                  d.customer_id AS "customer_id: UserId", d.performer_id AS "performer_id: UserId",
-                  d.status AS "status: DealStatus", d.deadline_at, d.funded_at, d.created_at, d.updated_at,
-                  s.opened_by AS "opened_by?: UserId", s.title AS "dispute_title?",
-                  s.description AS "dispute_description?", s.opened_at AS "opened_at?",
-                  s.resolution AS "resolution?", s.resolved_at AS "resolved_at?"
-           FROM deals d LEFT JOIN disputes s ON s.deal_id = d.id
-           WHERE d.id = $1 AND d.tenant_id = $2"#,
-        id.get(),
-        tenant.get()
-    )
-    .fetch_optional(db)
-    .await?;
-    Ok(row.map(DealView::from))
+    let one = DealFilter {
+        status: None,
+        user_id: None,
+        before: None,
+        limit: 1,
+    };
+    Ok(select_deals(db, tenant, Some(id), one).await?.pop())
 }
 
 /// Which deals a list shows: newest first, strictly older than `before` when paging.
@@ -158,6 +148,16 @@ pub struct DealFilter {
 }
 
 pub async fn deals(db: impl PgExecutor<'_>, tenant: TenantId, filter: DealFilter) -> sqlx::Result<Vec<DealView>> {
+    select_deals(db, tenant, None, filter).await
+}
+
+/// Deals of `tenant` (only deal `id`, when given) as `filter` chooses them.
+async fn select_deals(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    id: Option<DealId>,
+    filter: DealFilter,
+) -> sqlx::Result<Vec<DealView>> {
     let rows = sqlx::query_as!(
         DealRow,
         r#"SELECT d.id AS "id: DealId", d.title, d.description, d.amount, d.currency AS "currency: Currency",
@@ -171,13 +171,15 @@ pub async fn deals(db: impl PgExecutor<'_>, tenant: TenantId, filter: DealFilter
              AND ($2::text IS NULL OR d.status = $2)
              AND ($3::bigint IS NULL OR d.customer_id = $3 OR d.performer_id = $3)
              AND ($4::bigint IS NULL OR d.id < $4)
+             AND ($6::bigint IS NULL OR d.id = $6)
            ORDER BY d.id DESC
            LIMIT $5"#,
         tenant.get(),
         filter.status.map(DealStatus::as_str),
         filter.user_id.map(UserId::get),
         filter.before.map(DealId::get),
-        filter.limit
+        filter.limit,
+        id.map(DealId::get)
     )
     .fetch_all(db)
     .await?;
