@@ -382,7 +382,8 @@ async fn apply_in_hand(
     connection: &mut Option<PoolConnection<Postgres>>,
     items: &[Item],
 ) -> Option<Result<Vec<CommandReply>, String>> {
-    let batch: Vec<Incoming> = items.iter().map(|item| item.incoming.clone()).collect();
+    // Shared, so that a retry after a transient failure does not copy the batch again.
+    let batch: Arc<[Incoming]> = items.iter().map(|item| item.incoming.clone()).collect();
     until_postgres_answers(shared, connection, items, |db| {
         let batch = batch.clone();
         async move { engine::apply_batch(db, &batch).await }.boxed()

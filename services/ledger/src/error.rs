@@ -23,12 +23,6 @@ impl From<sqlx::Error> for EngineError {
     }
 }
 
-impl EngineError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, EngineError::Transient(_))
-    }
-}
-
 /// SQLSTATE classes and codes that say "try again", not "this command is wrong": connection
 /// exceptions (08), transaction rollbacks (40: serialization failure, deadlock), insufficient
 /// resources (53), operator intervention (57: cancel, shutdown, cannot connect now), lock not

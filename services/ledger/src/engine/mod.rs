@@ -1,7 +1,7 @@
 //! The set-based batch engine. One transaction per batch with a constant number of statements:
 //! claim the commands (a racing redelivery waits, then answers the stored verdict), lock every row
 //! the batch can touch in one global order, run the state machine over the rows in memory in stream
-//! order, then write the effects with a few `unnest` statements and commit. Replies go out only
+//! order, then write the effects with one call of `ledger_write` and commit. Replies go out only
 //! after the commit (the consumer's job).
 
 mod repo;
@@ -40,11 +40,11 @@ pub struct Incoming {
 
 /// Applies `batch` in one transaction and returns one reply per command, in order.
 pub async fn apply_batch(db: &mut PgConnection, batch: &[Incoming]) -> Result<Vec<CommandReply>, EngineError> {
+    let mut keys: Vec<i64> = batch.iter().map(|item| repo::lock_key(item.envelope.id)).collect();
+    keys.sort_unstable();
+    keys.dedup();
     let mut extra = Vec::new();
     for _ in 0..PLAN_ROUNDS {
-        let mut keys: Vec<i64> = batch.iter().map(|item| repo::lock_key(item.envelope.id)).collect();
-        keys.sort_unstable();
-        keys.dedup();
         let mut tx = repo::begin_claimed(db, &keys).await?;
         match run(&mut tx, batch, &extra).await? {
             Ran::Done(replies) => {
@@ -333,6 +333,13 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
     }
     for (currency, id) in &prepared.operators {
         state.operator.insert(*currency, *id);
+        state.accounts.insert(
+            *id,
+            Account {
+                balance: Decimal::ZERO,
+                external: true,
+            },
+        );
     }
     state.now = prepared.now;
     let (escrows, spare) = prepared.accounts.split_at(creates.min(prepared.accounts.len()));
@@ -367,15 +374,6 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
             Account {
                 balance: Decimal::ZERO,
                 external: user.is_none(),
-            },
-        );
-    }
-    for id in state.operator.values() {
-        state.accounts.insert(
-            *id,
-            Account {
-                balance: Decimal::ZERO,
-                external: true,
             },
         );
     }
@@ -501,7 +499,7 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         verdicts.insert(env.id, verdict);
     }
     let writes = repo::Writes {
-        now: Some(state.now),
+        now: state.now,
         escrow_balances: inserted
             .iter()
             .map(|deal| state.deltas.get(&deal.escrow).copied().unwrap_or_default())
@@ -529,7 +527,7 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         outbox,
         answers,
     };
-    repo::write(db, &writes).await?;
+    repo::write(db, writes).await?;
     // The hot external rows last: their locks are held only across the commit.
     repo::apply_deltas(db, &external_deltas).await?;
 

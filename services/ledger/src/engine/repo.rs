@@ -448,9 +448,9 @@ pub struct OutboxRow {
 }
 
 /// Everything a batch writes (but external balances).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Writes<'a> {
-    pub now: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
     pub inserted: Vec<&'a Deal>,
     /// The escrow balance of each inserted deal after the batch.
     pub escrow_balances: Vec<Decimal>,
@@ -472,7 +472,7 @@ pub struct Writes<'a> {
 /// Foreign keys are checked at the end of the statement. The event sequences are the only rows
 /// another batch may hold: they are taken sorted, and each event's sequence is computed from its
 /// aggregate's new last value.
-pub async fn write(db: &mut PgConnection, w: &Writes<'_>) -> sqlx::Result<()> {
+pub async fn write(db: &mut PgConnection, w: Writes<'_>) -> sqlx::Result<()> {
     let ids = |deals: &[&Deal], f: fn(&Deal) -> i64| deals.iter().map(|d| f(d)).collect::<Vec<i64>>();
     let p1 = ids(&w.inserted, |d| d.id.get());
     let p2 = ids(&w.inserted, |d| d.tenant_id.get());
@@ -551,12 +551,12 @@ pub async fn write(db: &mut PgConnection, w: &Writes<'_>) -> sqlx::Result<()> {
     let p43 = w.sequences.iter().map(|(_, id, _)| *id).collect::<Vec<_>>();
     let p44 = w.sequences.iter().map(|(_, _, count)| *count).collect::<Vec<_>>();
     let p45 = w.outbox.iter().map(|e| e.event_id).collect::<Vec<_>>();
-    let p46 = w.outbox.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>();
-    let p47 = w.outbox.iter().map(|e| e.payload.clone()).collect::<Vec<_>>();
     let p48 = w.outbox.iter().map(|e| e.aggregate).collect::<Vec<_>>();
     let p49 = w.outbox.iter().map(|e| e.aggregate_id).collect::<Vec<_>>();
     let p50 = w.outbox.iter().map(|e| e.ordinal).collect::<Vec<_>>();
     let p51 = w.outbox.iter().map(|e| e.count).collect::<Vec<_>>();
+    // Subjects and payloads are moved, not copied: the outbox rows are not needed after the write.
+    let (p46, p47): (Vec<String>, Vec<Value>) = w.outbox.into_iter().map(|e| (e.subject, e.payload)).unzip();
     let p52 = w.answers.iter().map(|a| a.id).collect::<Vec<_>>();
     let p53 = w.answers.iter().map(|a| a.tenant_id.get()).collect::<Vec<_>>();
     let p54 = w.answers.iter().map(|a| a.kind).collect::<Vec<_>>();
@@ -610,7 +610,7 @@ pub async fn write(db: &mut PgConnection, w: &Writes<'_>) -> sqlx::Result<()> {
         &p43,
         &p44,
         &p45,
-        &p46 as &[&str],
+        &p46,
         &p47,
         &p48 as &[&str],
         &p49,
