@@ -20,6 +20,7 @@ use crate::infra;
 /// The tenant `up` creates for local development.
 const DEV_TENANT: &str = "dev";
 const DEV_KEYS_FILE: &str = "dev-api-keys.json";
+const DEV_SEED_FILE: &str = "dev-hd-seed.hex";
 
 /// `guarantor devnet` flags; each overrides its `GUARANTOR_DEVNET_*` variable.
 #[derive(Debug, clap::Args)]
@@ -90,12 +91,15 @@ pub async fn single(config: Config, part: Part) -> anyhow::Result<()> {
     run_part(part, infra, config, shutdown).await
 }
 
-pub async fn up(config: Config) -> anyhow::Result<()> {
+pub async fn up(mut config: Config) -> anyhow::Result<()> {
     let _telemetry = guarantor_telemetry::init("up", config.log_format, config.sentry_dsn.as_ref())?;
     let shutdown = guarantor_telemetry::shutdown_token();
-    let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create GUARANTOR_DATA_DIR {}", config.data_dir.display()))?;
+    if config.tron.hd_secret.is_none() {
+        config.tron.hd_secret = Some(dev_seed(&config.data_dir)?);
+    }
+    let config = Arc::new(config);
     let infra = prepare(&config, "up", true).await?;
     announce_dev_keys(&infra.pool, &config.data_dir).await?;
 
@@ -224,6 +228,31 @@ async fn announce_dev_keys(pool: &guarantor_store::PgPool, data_dir: &Path) -> a
     println!(" Never use these keys outside local development.");
     println!("──────────────────────────────────────────────────────────────────────────");
     Ok(())
+}
+
+/// The dev-only HD seed of the data directory, made on the first start: deposit addresses of a
+/// local run are derived from it. A real deployment sets GUARANTOR_HD_SEED or GUARANTOR_HD_MNEMONIC
+/// (or their `_FILE` variants) and never uses this file.
+fn dev_seed(data_dir: &Path) -> anyhow::Result<guarantor_config::HdSecret> {
+    let path = data_dir.join(DEV_SEED_FILE);
+    let seed = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let seed = hex::encode(rand::random::<[u8; 32]>());
+            write_private(&path, &format!("{seed}\n"))?;
+            seed
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let secret = guarantor_config::HdSecret::Seed(seed.into());
+    secret
+        .wallet()
+        .with_context(|| format!("{} does not hold a valid seed", path.display()))?;
+    println!(
+        " DEV ONLY — deposit addresses derive from the HD seed in {} (set GUARANTOR_HD_SEED in production).",
+        path.display()
+    );
+    Ok(secret)
 }
 
 fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {

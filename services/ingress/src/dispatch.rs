@@ -80,7 +80,12 @@ pub async fn execute(
 ) -> Result<Response, ApiError> {
     let acting_user = match &command {
         Command::ActOnDeal { acting_user, .. } => *acting_user,
-        Command::UpsertUser { .. } | Command::CreateDeal(_) | Command::AdjustBalance { .. } => None,
+        Command::UpsertUser { .. }
+        | Command::CreateDeal(_)
+        | Command::AdjustBalance { .. }
+        | Command::CreatePayment(_)
+        | Command::ObserveDeposit(_)
+        | Command::ExpirePayment { .. } => None,
     };
     let fingerprint = fingerprint(&meta.route, principal.role, acting_user, body);
     let id = command_id(principal.tenant_id, meta.idempotency_key.as_deref());

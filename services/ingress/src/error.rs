@@ -148,10 +148,12 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::MissingActingUser => StatusCode::BAD_REQUEST,
         ErrorCode::Forbidden | ErrorCode::NotAParty | ErrorCode::WrongParty => StatusCode::FORBIDDEN,
-        ErrorCode::UserNotFound | ErrorCode::DealNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::InvalidTransition | ErrorCode::InsufficientFunds | ErrorCode::IdempotencyKeyReused => {
-            StatusCode::CONFLICT
-        }
+        ErrorCode::UserNotFound | ErrorCode::DealNotFound | ErrorCode::PaymentNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::InvalidTransition
+        | ErrorCode::InsufficientFunds
+        | ErrorCode::IdempotencyKeyReused
+        | ErrorCode::DepositRejected
+        | ErrorCode::PaymentNotExpirable => StatusCode::CONFLICT,
         ErrorCode::SameCustomerAndPerformer | ErrorCode::InvalidAmount | ErrorCode::ValidationFailed => {
             StatusCode::UNPROCESSABLE_ENTITY
         }

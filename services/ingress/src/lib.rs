@@ -44,13 +44,25 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub keys: key_cache::KeyCache,
+    /// Derives deposit addresses (the public half of the HD deposit branch); none without a seed.
+    pub deposit_addresses: Option<guarantor_tron::DepositAddresses>,
 }
 
 impl AppState {
     /// Connects the command bus (its reply subscription) and gathers what handlers need.
-    pub async fn new(pool: PgPool, nats: async_nats::Client, config: Arc<Config>) -> Result<Self, bus::BusError> {
+    pub async fn new(pool: PgPool, nats: async_nats::Client, config: Arc<Config>) -> anyhow::Result<Self> {
+        let deposit_addresses = match &config.tron.hd_secret {
+            Some(secret) => Some(secret.wallet()?.deposit_addresses()?),
+            None => {
+                tracing::warn!(
+                    "no HD seed configured (GUARANTOR_HD_SEED or GUARANTOR_HD_MNEMONIC): payments answer 503"
+                );
+                None
+            }
+        };
         let bus = bus::CommandBus::start(nats.clone(), config.command_timeout()).await?;
         Ok(Self {
+            deposit_addresses,
             pool,
             nats,
             bus,
@@ -111,6 +123,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::commands::get))
         .routes(routes!(routes::admin::adjust))
         .routes(routes!(routes::gateways::list))
+        .routes(routes!(routes::payments::create))
+        .routes(routes!(routes::payments::get))
         .layer(from_fn_with_state(state.clone(), auth::authenticate));
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::health::healthz))

@@ -95,3 +95,11 @@ pub async fn accept(pool: &PgPool, tenant: TenantId, id: CommandId) -> sqlx::Res
     .await?;
     Ok(())
 }
+
+/// The next HD index of a deposit address; no two calls, in any process, ever get the same one.
+pub async fn next_hd_index(pool: &PgPool) -> sqlx::Result<u32> {
+    let index = sqlx::query_scalar!(r#"SELECT nextval('deposit_address_index') AS "index!""#)
+        .fetch_one(pool)
+        .await?;
+    u32::try_from(index).map_err(|err| sqlx::Error::Decode(err.into()))
+}

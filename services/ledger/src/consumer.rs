@@ -113,6 +113,9 @@ fn shard_key(envelope: &CommandEnvelope) -> u64 {
         Command::ActOnDeal { deal_id, .. } => ("deal", deal_id.get()).hash(&mut hasher),
         Command::CreateDeal(new) => ("user", new.customer_id.get()).hash(&mut hasher),
         Command::AdjustBalance { user_id, .. } => ("user", user_id.get()).hash(&mut hasher),
+        Command::CreatePayment(new) => ("user", new.user_id.get()).hash(&mut hasher),
+        Command::ObserveDeposit(seen) => ("payment", seen.payment_id.get()).hash(&mut hasher),
+        Command::ExpirePayment { payment_id } => ("payment", payment_id.get()).hash(&mut hasher),
         Command::UpsertUser { external_id, .. } => {
             ("external", envelope.tenant_id.get(), external_id).hash(&mut hasher)
         }

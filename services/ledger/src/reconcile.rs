@@ -85,5 +85,29 @@ pub async fn check(pool: &PgPool) -> sqlx::Result<Vec<Violation>> {
         .fetch_all(pool)
         .await?,
     );
+    // Every deposit transfer belongs to exactly one credited deposit of the same amount, to the
+    // payment's user (the unique (txid, log_index) of `deposits` makes each credited at most once).
+    found(
+        4,
+        sqlx::query_scalar!(
+            r#"SELECT format('transfer %s: a deposit transfer without its deposit', t.id) AS "detail!"
+             FROM transfers t LEFT JOIN deposits d ON d.transfer_id = t.id
+             WHERE t.kind = 'deposit' AND d.id IS NULL
+             UNION ALL
+             SELECT format('deposit %s:%s: credited %s but its transfer moved %s to account %s',
+                           d.txid, d.log_index, d.amount, t.amount, t.credit_account_id)
+             FROM deposits d JOIN transfers t ON t.id = d.transfer_id
+             JOIN payments p ON p.id = d.payment_id
+             JOIN accounts a ON a.id = t.credit_account_id
+             WHERE t.kind <> 'deposit' OR t.amount <> d.amount OR a.user_id IS DISTINCT FROM p.user_id
+             UNION ALL
+             SELECT format('payment %s: received %s but its deposits sum to %s', p.id, p.received,
+                           COALESCE(sum(d.amount), 0))
+             FROM payments p LEFT JOIN deposits d ON d.payment_id = p.id
+             GROUP BY p.id HAVING p.received <> COALESCE(sum(d.amount), 0)"#,
+        )
+        .fetch_all(pool)
+        .await?,
+    );
     Ok(violations)
 }

@@ -1,6 +1,7 @@
 //! A randomized simulation of the batch engine against a plain sequential model. Each seed drives
-//! the real engine on a database of its own with random commands from random actors over a few users
-//! and deals (so they conflict), split into random batches on two connections, with redeliveries,
+//! the real engine on a database of its own with random commands from random actors over a few users,
+//! deals and payments (so they conflict; deposit observations reuse a few transfers so that some are
+//! seen twice), split into random batches on two connections, with redeliveries,
 //! duplicates inside a batch, reused idempotency keys, replays of whole batches and injected
 //! transient failures (the worker's connection killed under it). After every batch each verdict
 //! equals the model's, the deals and balances equal the model's, and `reconcile` finds nothing.
@@ -8,13 +9,13 @@
 //! A failing seed is printed; `GUARANTOR_SIM_SEED=<seed>` runs that seed alone, and
 //! `GUARANTOR_SIM_SEEDS=<n>` runs more seeds than the default.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::Utc;
+use chrono::{DateTime, Duration, Utc};
 use guarantor_domain::deal::{decide, Money, Outcome, Refusal};
 use guarantor_domain::{
-    Actor, Command, CommandEnvelope, CommandId, Currency, DealAction, DealId, DealStatus, DisputeOpening, ErrorCode,
-    NewDeal, Role, TenantId, UserId, Verdict,
+    Actor, Command, CommandEnvelope, CommandId, Currency, DealAction, DealId, DealStatus, DepositObservation,
+    DisputeOpening, ErrorCode, NewDeal, NewPayment, PaymentId, PaymentStatus, Role, TenantId, UserId, Verdict,
 };
 use guarantor_ledger::engine::{apply_batch, Incoming};
 use guarantor_ledger::error::EngineError;
@@ -42,12 +43,26 @@ struct ModelDeal {
     status: DealStatus,
 }
 
-/// The plain sequential model: users, available balances, deals.
+#[derive(Debug, Clone)]
+struct ModelPayment {
+    user: UserId,
+    amount: Decimal,
+    received: Decimal,
+    status: PaymentStatus,
+    address: String,
+    expires_at: DateTime<Utc>,
+}
+
+const TOKEN: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
+
+/// The plain sequential model: users, available balances, deals, payments.
 #[derive(Debug, Default)]
 struct Model {
     tenant_of: BTreeMap<UserId, TenantId>,
     available: BTreeMap<UserId, Decimal>,
     deals: BTreeMap<DealId, ModelDeal>,
+    payments: BTreeMap<PaymentId, ModelPayment>,
+    credited: BTreeSet<(String, u32)>,
     /// Expected verdict of every command applied so far, by id and fingerprint.
     verdicts: std::collections::HashMap<CommandId, (String, Expect)>,
 }
@@ -74,9 +89,64 @@ impl Model {
         }
     }
 
-    /// Applies `env` to the model; `created` is the id the engine gave a new deal.
-    fn apply(&mut self, env: &CommandEnvelope, created: Option<DealId>) -> Expect {
+    /// Applies `env` to the model; `created` is the id the engine gave a new deal or payment.
+    fn apply(&mut self, env: &CommandEnvelope, created: Option<i64>) -> Expect {
         match &env.command {
+            Command::CreatePayment(new) => {
+                if env.role != Role::Platform {
+                    return Expect::Refused(ErrorCode::Forbidden);
+                }
+                if self.tenant_of.get(&new.user_id) != Some(&env.tenant_id) {
+                    return Expect::Refused(ErrorCode::UserNotFound);
+                }
+                let id = PaymentId::new(created.expect("an applied payment names itself")).unwrap();
+                self.payments.insert(
+                    id,
+                    ModelPayment {
+                        user: new.user_id,
+                        amount: new.amount,
+                        received: Decimal::ZERO,
+                        status: PaymentStatus::Waiting,
+                        address: new.address.clone(),
+                        expires_at: new.expires_at,
+                    },
+                );
+                Expect::Applied
+            }
+            Command::ObserveDeposit(seen) => {
+                if env.role != Role::Admin {
+                    return Expect::Refused(ErrorCode::Forbidden);
+                }
+                let Some(payment) = self.payments.get(&seen.payment_id).cloned() else {
+                    return Expect::Refused(ErrorCode::PaymentNotFound);
+                };
+                if seen.address != payment.address || self.credited.contains(&(seen.txid.clone(), seen.log_index)) {
+                    return Expect::Refused(ErrorCode::DepositRejected);
+                }
+                self.credited.insert((seen.txid.clone(), seen.log_index));
+                let received = payment.received + seen.amount;
+                let late = seen.block_time > payment.expires_at;
+                let status = payment.status.after_deposit(received, payment.amount, late);
+                let row = self.payments.get_mut(&seen.payment_id).unwrap();
+                row.received = received;
+                row.status = status;
+                *self.available.entry(payment.user).or_default() += seen.amount;
+                self.fund_waiting(payment.user);
+                Expect::Applied
+            }
+            Command::ExpirePayment { payment_id } => {
+                if env.role != Role::Admin {
+                    return Expect::Refused(ErrorCode::Forbidden);
+                }
+                let Some(payment) = self.payments.get_mut(payment_id) else {
+                    return Expect::Refused(ErrorCode::PaymentNotFound);
+                };
+                if payment.status != PaymentStatus::Waiting || payment.expires_at > Utc::now() {
+                    return Expect::Refused(ErrorCode::PaymentNotExpirable);
+                }
+                payment.status = PaymentStatus::Expired;
+                Expect::Applied
+            }
             Command::UpsertUser { .. } => Expect::Applied,
             Command::CreateDeal(new) => {
                 if new.customer_id == new.performer_id {
@@ -87,7 +157,7 @@ impl Model {
                         return Expect::Refused(ErrorCode::UserNotFound);
                     }
                 }
-                let id = created.expect("an applied create names its deal");
+                let id = DealId::new(created.expect("an applied create names its deal")).unwrap();
                 self.deals.insert(
                     id,
                     ModelDeal {
@@ -212,7 +282,82 @@ impl Sim {
 
     fn random_command(&mut self) -> CommandEnvelope {
         let deals: Vec<DealId> = self.model.deals.keys().copied().collect();
-        match self.rng.gen_range(0..10) {
+        let payments: Vec<PaymentId> = self.model.payments.keys().copied().collect();
+        match self.rng.gen_range(0..13) {
+            10 => {
+                let user = self.any_user();
+                let role = if self.rng.gen_bool(0.9) {
+                    Role::Platform
+                } else {
+                    Role::Admin
+                };
+                let expires_at = if self.rng.gen_bool(0.3) {
+                    Utc::now() - Duration::hours(1)
+                } else {
+                    Utc::now() + Duration::hours(1)
+                };
+                let index = u32::try_from(self.counter).unwrap();
+                let amount = Decimal::from(self.rng.gen_range(1..9));
+                self.envelope(
+                    role,
+                    Command::CreatePayment(NewPayment {
+                        user_id: user,
+                        gateway_id: 1,
+                        amount,
+                        currency: Currency::Usdt,
+                        hd_index: index,
+                        address: format!("address-{index}"),
+                        token_contract: TOKEN.into(),
+                        expires_at,
+                    }),
+                )
+            }
+            11 => {
+                let payment_id = if payments.is_empty() || self.rng.gen_bool(0.05) {
+                    PaymentId::new(1_000_000).unwrap()
+                } else {
+                    payments[self.rng.gen_range(0..payments.len())]
+                };
+                let address = match self.model.payments.get(&payment_id) {
+                    Some(payment) if self.rng.gen_bool(0.95) => payment.address.clone(),
+                    _ => "address-elsewhere".to_owned(),
+                };
+                let mined = if self.rng.gen_bool(0.7) {
+                    Utc::now() - Duration::hours(2)
+                } else {
+                    Utc::now()
+                };
+                let role = if self.rng.gen_bool(0.95) {
+                    Role::Admin
+                } else {
+                    Role::Platform
+                };
+                // A few transfers only, so that some are observed again under another command id.
+                let txid = format!("{:02x}", self.rng.gen_range(0..12u8)).repeat(32);
+                let log_index = self.rng.gen_range(0..2);
+                let units = self.rng.gen_range(1..6_000_000);
+                self.envelope(
+                    role,
+                    Command::ObserveDeposit(DepositObservation {
+                        payment_id,
+                        address,
+                        token_contract: TOKEN.into(),
+                        txid,
+                        log_index,
+                        amount: Decimal::new(units, 6),
+                        block_number: 7,
+                        block_time: mined,
+                    }),
+                )
+            }
+            12 => {
+                let payment_id = if payments.is_empty() {
+                    PaymentId::new(1_000_000).unwrap()
+                } else {
+                    payments[self.rng.gen_range(0..payments.len())]
+                };
+                self.envelope(Role::Admin, Command::ExpirePayment { payment_id })
+            }
             0 => {
                 let n = self.rng.gen_range(0..3);
                 self.envelope(
@@ -354,8 +499,9 @@ impl Sim {
                 Some(_) => Expect::Refused(ErrorCode::IdempotencyKeyReused),
                 None => {
                     let created = match (&envelope.command, &reply.verdict) {
-                        (Command::CreateDeal(_), Verdict::Applied { body: Some(body) }) => {
-                            body["deal_id"].as_i64().and_then(|id| DealId::new(id).ok())
+                        (Command::CreateDeal(_), Verdict::Applied { body: Some(body) }) => body["deal_id"].as_i64(),
+                        (Command::CreatePayment(_), Verdict::Applied { body: Some(body) }) => {
+                            body["payment_id"].as_i64()
                         }
                         _ => None,
                     };
@@ -403,6 +549,19 @@ impl Sim {
             .collect();
         let balances: Vec<(UserId, Decimal)> = balances.into_iter().map(|(u, b)| (u, b.normalize())).collect();
         assert_eq!(balances, expected, "available balances");
+        let payments: Vec<(PaymentId, PaymentStatus, Decimal)> =
+            sqlx::query_as("SELECT id, status, received FROM payments ORDER BY id")
+                .fetch_all(&self.db.pool)
+                .await
+                .unwrap();
+        let payments: Vec<_> = payments.into_iter().map(|(id, s, r)| (id, s, r.normalize())).collect();
+        let expected: Vec<(PaymentId, PaymentStatus, Decimal)> = self
+            .model
+            .payments
+            .iter()
+            .map(|(id, p)| (*id, p.status, p.received.normalize()))
+            .collect();
+        assert_eq!(payments, expected, "payments");
         let violations = guarantor_ledger::reconcile::check(&self.db.pool).await.unwrap();
         assert!(violations.is_empty(), "{violations:?}");
     }

@@ -52,6 +52,19 @@ pub enum HdSecret {
     Mnemonic(SecretString),
 }
 
+impl HdSecret {
+    /// The HD wallet of the secret (checked for shape when the configuration was read).
+    pub fn wallet(&self) -> Result<guarantor_tron::HdWallet, guarantor_tron::hd::HdError> {
+        match self {
+            HdSecret::Seed(seed) => {
+                let bytes = hex::decode(seed.expose_secret()).map_err(|_| guarantor_tron::hd::HdError::SeedLength)?;
+                guarantor_tron::HdWallet::from_seed(&bytes)
+            }
+            HdSecret::Mnemonic(phrase) => guarantor_tron::HdWallet::from_mnemonic(phrase.expose_secret(), ""),
+        }
+    }
+}
+
 /// How the services reach TRON. With no node URL the services use the local devnet.
 #[derive(Debug, Clone)]
 pub struct TronConfig {

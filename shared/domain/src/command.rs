@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::{CommandId, Currency, DealAction, DealId, Role, TenantId, UserId};
+use crate::payment::{DepositObservation, NewPayment};
+use crate::{CommandId, Currency, DealAction, DealId, PaymentId, Role, TenantId, UserId};
 
 /// The subject prefix of every command; the stream `GUARANTOR_CMD` holds `guarantor.cmd.>`.
 pub const COMMAND_SUBJECT_PREFIX: &str = "guarantor.cmd";
@@ -63,27 +64,18 @@ pub enum Command {
         amount: Decimal,
         reason: String,
     },
+    /// A payment with its freshly derived deposit address.
+    CreatePayment(NewPayment),
+    /// A confirmed transfer the scanner saw on a payment's address. Issued by the scanner (with the
+    /// operator's admin role), never by an HTTP route.
+    ObserveDeposit(DepositObservation),
+    /// The scanner saw a waiting payment's deadline pass.
+    ExpirePayment {
+        payment_id: PaymentId,
+    },
 }
 
 impl Command {
-    /// The deal the command acts on, for logs and traces.
-    pub fn deal_id(&self) -> Option<DealId> {
-        match self {
-            Command::ActOnDeal { deal_id, .. } => Some(*deal_id),
-            Command::UpsertUser { .. } | Command::CreateDeal(_) | Command::AdjustBalance { .. } => None,
-        }
-    }
-
-    /// The user the command is about, for logs and traces.
-    pub fn user_id(&self) -> Option<UserId> {
-        match self {
-            Command::AdjustBalance { user_id, .. } => Some(*user_id),
-            Command::ActOnDeal { acting_user, .. } => *acting_user,
-            Command::CreateDeal(new) => Some(new.customer_id),
-            Command::UpsertUser { .. } => None,
-        }
-    }
-
     /// The last part of the command's subject.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -91,6 +83,9 @@ impl Command {
             Command::CreateDeal(_) => "deal.create",
             Command::ActOnDeal { .. } => "deal.act",
             Command::AdjustBalance { .. } => "balance.adjust",
+            Command::CreatePayment(_) => "payment.create",
+            Command::ObserveDeposit(_) => "deposit.observe",
+            Command::ExpirePayment { .. } => "payment.expire",
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod command;
 pub mod deal;
 mod ids;
 mod money;
+pub mod payment;
 mod role;
 pub mod verdict;
 
@@ -12,5 +13,6 @@ pub use command::{Command, CommandEnvelope, DisputeOpening, NewDeal};
 pub use deal::{Actor, DealAction, DealStatus};
 pub use ids::{ApiKeyId, CommandId, DealId, IdError, PaymentId, TenantId, UserId};
 pub use money::{format_wire, Amount, AmountError, Currency, CurrencyError, RawAmount};
+pub use payment::{DepositObservation, NewPayment, PaymentStatus};
 pub use role::{Role, RoleError};
 pub use verdict::{error_body, CommandReply, ErrorCode, Rejection, Verdict};

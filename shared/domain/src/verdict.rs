@@ -26,10 +26,16 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// The command was dead-lettered: the ledger could not apply it (an operator can re-drive it).
     CommandFailed,
+    PaymentNotFound,
+    /// A deposit observation that does not match its payment (address, token) or was credited under
+    /// another observation already.
+    DepositRejected,
+    /// An expiry for a payment that received something, or whose deadline has not passed.
+    PaymentNotExpirable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::UserNotFound,
         ErrorCode::DealNotFound,
         ErrorCode::SameCustomerAndPerformer,
@@ -43,6 +49,9 @@ impl ErrorCode {
         ErrorCode::InsufficientFunds,
         ErrorCode::IdempotencyKeyReused,
         ErrorCode::CommandFailed,
+        ErrorCode::PaymentNotFound,
+        ErrorCode::DepositRejected,
+        ErrorCode::PaymentNotExpirable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +69,9 @@ impl ErrorCode {
             ErrorCode::InsufficientFunds => "insufficient_funds",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::CommandFailed => "command_failed",
+            ErrorCode::PaymentNotFound => "payment_not_found",
+            ErrorCode::DepositRejected => "deposit_rejected",
+            ErrorCode::PaymentNotExpirable => "payment_not_expirable",
         }
     }
 

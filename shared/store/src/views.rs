@@ -2,7 +2,7 @@
 //! and the ingress serves reads with them, so a write's reply and a later read look the same.
 
 use chrono::{DateTime, Utc};
-use guarantor_domain::{format_wire, Currency, DealId, DealStatus, TenantId, UserId};
+use guarantor_domain::{format_wire, Currency, DealId, DealStatus, PaymentId, PaymentStatus, TenantId, UserId};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::PgExecutor;
@@ -212,4 +212,134 @@ pub async fn balances(db: impl PgExecutor<'_>, user: UserId) -> sqlx::Result<Vec
             held: format_wire(row.held, row.currency),
         })
         .collect())
+}
+
+/// Where and how to pay a payment.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct GatewayData {
+    /// The payment's own deposit address.
+    #[schema(example = "TUEZSdKsoDHQMeZwihtdoBiN46zxhGWYdH")]
+    pub address: String,
+    #[schema(example = "tron")]
+    pub network: String,
+    /// The TRC-20 contract to pay in; transfers of any other token are never credited.
+    #[schema(example = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t")]
+    pub token_contract: String,
+    /// What the payment asks for.
+    #[schema(example = "12.500000")]
+    pub amount: String,
+}
+
+/// A credited deposit: one TRC-20 transfer to the payment's address.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DepositView {
+    pub txid: String,
+    pub log_index: u32,
+    #[schema(example = "12.500000")]
+    pub amount: String,
+    pub block_number: u64,
+    /// Mined after the payment's `expires_at` (credited all the same).
+    pub late: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct PaymentView {
+    #[schema(value_type = i64, example = 7)]
+    pub payment_id: PaymentId,
+    #[schema(value_type = i64)]
+    pub user_id: UserId,
+    pub gateway_id: i64,
+    #[schema(example = "12.500000")]
+    pub amount: String,
+    pub currency: Currency,
+    pub status: PaymentStatus,
+    /// Everything credited so far; above `amount` when the payment was overpaid.
+    #[schema(example = "0.000000")]
+    pub received: String,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub gateway_data: GatewayData,
+    /// Oldest first.
+    pub deposits: Vec<DepositView>,
+}
+
+/// A payment row as the ledger and the reads see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentRow {
+    pub id: PaymentId,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub gateway_id: i64,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub received: Decimal,
+    pub status: PaymentStatus,
+    pub address: String,
+    pub token_contract: String,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PaymentRow {
+    pub fn view(&self, deposits: Vec<DepositView>) -> PaymentView {
+        PaymentView {
+            payment_id: self.id,
+            user_id: self.user_id,
+            gateway_id: self.gateway_id,
+            amount: format_wire(self.amount, self.currency),
+            currency: self.currency,
+            status: self.status,
+            received: format_wire(self.received, self.currency),
+            expires_at: self.expires_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            gateway_data: GatewayData {
+                address: self.address.clone(),
+                network: "tron".to_owned(),
+                token_contract: self.token_contract.clone(),
+                amount: format_wire(self.amount, self.currency),
+            },
+            deposits,
+        }
+    }
+}
+
+/// The payment `id` of `tenant`, with its deposits.
+pub async fn payment(
+    db: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    id: PaymentId,
+) -> sqlx::Result<Option<PaymentView>> {
+    let row = sqlx::query_as!(
+        PaymentRow,
+        r#"SELECT id AS "id: PaymentId", tenant_id AS "tenant_id: TenantId", user_id AS "user_id: UserId",
+                  gateway_id, amount, currency AS "currency: Currency", received, status AS "status: PaymentStatus",
+                  address, token_contract, expires_at, created_at, updated_at
+           FROM payments WHERE id = $1 AND tenant_id = $2"#,
+        id.get(),
+        tenant.get()
+    )
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let deposits = sqlx::query!(
+        r#"SELECT txid, log_index, amount, block_number, late FROM deposits WHERE payment_id = $1 ORDER BY id"#,
+        id.get()
+    )
+    .fetch_all(&mut *db)
+    .await?
+    .into_iter()
+    .map(|d| {
+        Ok(DepositView {
+            txid: d.txid,
+            log_index: u32::try_from(d.log_index).map_err(|err| sqlx::Error::Decode(err.into()))?,
+            amount: format_wire(d.amount, row.currency),
+            block_number: u64::try_from(d.block_number).map_err(|err| sqlx::Error::Decode(err.into()))?,
+            late: d.late,
+        })
+    })
+    .collect::<sqlx::Result<Vec<_>>>()?;
+    Ok(Some(row.view(deposits)))
 }

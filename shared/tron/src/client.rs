@@ -299,7 +299,7 @@ impl NodeClient {
     }
 
     /// One call with retries of transient failures (exponential backoff with jitter).
-    async fn call(&self, path: &str, body: Option<Value>) -> Result<Value, NodeError> {
+    pub(crate) async fn call(&self, path: &str, body: Option<Value>) -> Result<Value, NodeError> {
         let mut attempt = 0;
         loop {
             match self.once(path, body.as_ref()).await {

@@ -3,9 +3,14 @@
 
 use std::fmt;
 
-use bip32::{DerivationPath, XPrv};
+use bip32::{ChildNumber, DerivationPath, XPrv, XPub};
 
-use crate::keys::PrivateKey;
+use crate::keys::{address_of, PrivateKey};
+use crate::TronAddress;
+
+/// The branch every deposit address is derived under; the address of payment index `i` is at
+/// `{DEPOSIT_BRANCH}/{i}`.
+pub const DEPOSIT_BRANCH: &str = "m/44'/195'/0'/0";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HdError {
@@ -38,11 +43,45 @@ impl HdWallet {
 
     /// The key at `m/44'/195'/0'/0/{index}`.
     pub fn derive(&self, index: u32) -> Result<PrivateKey, HdError> {
-        let path: DerivationPath = format!("m/44'/195'/0'/0/{index}")
+        let path: DerivationPath = format!("{DEPOSIT_BRANCH}/{index}")
             .parse()
             .map_err(|_| HdError::Derivation(index))?;
         let xprv = XPrv::derive_from_path(&self.seed, &path).map_err(|_| HdError::Derivation(index))?;
         Ok(PrivateKey::from_signing_key(xprv.private_key().clone()))
+    }
+
+    /// The public half of the deposit branch: derives every deposit address, signs nothing. The
+    /// services that only hand out addresses keep this, not the seed.
+    pub fn deposit_addresses(&self) -> Result<DepositAddresses, HdError> {
+        let path: DerivationPath = DEPOSIT_BRANCH.parse().map_err(|_| HdError::Derivation(0))?;
+        let branch = XPrv::derive_from_path(&self.seed, &path).map_err(|_| HdError::Derivation(0))?;
+        Ok(DepositAddresses {
+            branch: branch.public_key(),
+        })
+    }
+}
+
+/// The extended public key of `m/44'/195'/0'/0`: deposit addresses by index, without private keys.
+#[derive(Clone)]
+pub struct DepositAddresses {
+    branch: XPub,
+}
+
+impl DepositAddresses {
+    /// The address at `m/44'/195'/0'/0/{index}` (non-hardened, so the public key derives it).
+    pub fn address(&self, index: u32) -> Result<TronAddress, HdError> {
+        let child = ChildNumber::new(index, false).map_err(|_| HdError::Derivation(index))?;
+        let key = self
+            .branch
+            .derive_child(child)
+            .map_err(|_| HdError::Derivation(index))?;
+        Ok(address_of(key.public_key()))
+    }
+}
+
+impl fmt::Debug for DepositAddresses {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DepositAddresses(m/44'/195'/0'/0)")
     }
 }
 
@@ -84,6 +123,26 @@ mod tests {
             assert_eq!(derived.address().to_base58(), address);
             assert_eq!(derived.to_hex(), key);
         }
+    }
+
+    #[test]
+    fn the_public_branch_derives_the_same_addresses_as_the_private_keys() {
+        let wallet = HdWallet::from_mnemonic(ABANDON, "").unwrap();
+        let addresses = wallet.deposit_addresses().unwrap();
+        assert_eq!(
+            addresses.address(0).unwrap().to_base58(),
+            "TUEZSdKsoDHQMeZwihtdoBiN46zxhGWYdH"
+        );
+        for index in [0, 1, 2, 17, 1_000_000, (1 << 31) - 1] {
+            assert_eq!(
+                addresses.address(index).unwrap(),
+                wallet.derive(index).unwrap().address()
+            );
+        }
+        assert!(
+            addresses.address(1 << 31).is_err(),
+            "hardened indexes need the private key"
+        );
     }
 
     #[test]

@@ -8,10 +8,11 @@ pub mod client;
 pub mod hd;
 pub mod keys;
 pub mod proto;
+pub mod solid;
 pub mod tx;
 
 pub use address::{AddressError, TronAddress};
-pub use hd::HdWallet;
+pub use hd::{DepositAddresses, HdWallet};
 pub use keys::PrivateKey;
 
 /// Mainnet USDT (TRC-20). The devnet deploys its USDT-like token at the same address, so that the

@@ -2,15 +2,13 @@
 
 use axum::extract::State;
 use axum::Json;
+use guarantor_domain::payment::USDT_TRC20_GATEWAY_ID;
 use guarantor_domain::{format_wire, Currency, Role};
 use serde::Serialize;
 
 use crate::api_keys::Principal;
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
-
-/// The id of the USDT TRC-20 gateway, the only one so far.
-pub const USDT_TRC20_GATEWAY_ID: i64 = 1;
 
 /// Blocks after which TRON state is irreversible (2/3 of the 27 super representatives + 1).
 const TRON_SOLIDIFICATION_BLOCKS: u32 = 19;

@@ -7,5 +7,6 @@ pub mod deals;
 pub mod gateways;
 pub mod health;
 pub mod openapi;
+pub mod payments;
 pub mod users;
 mod validate;

@@ -12,15 +12,15 @@ use std::panic::AssertUnwindSafe;
 
 use chrono::Utc;
 use guarantor_domain::{
-    Command, CommandEnvelope, CommandId, CommandReply, Currency, DealAction, DealId, ErrorCode, Rejection, UserId,
-    Verdict,
+    Command, CommandEnvelope, CommandId, CommandReply, Currency, DealAction, DealId, ErrorCode, PaymentId, Rejection,
+    TenantId, UserId, Verdict,
 };
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
 pub use repo::{count_attempt, record_attempt_error, Answer};
-use state::{Account, BatchState, Draft, Step, Upserted};
+use state::{Account, BatchState, Draft, External, Owner, Step, Upserted};
 
 use crate::error::EngineError;
 
@@ -118,6 +118,7 @@ fn key_reused() -> Verdict {
 struct Reach {
     deals: BTreeSet<i64>,
     users: BTreeSet<i64>,
+    payments: BTreeSet<i64>,
 }
 
 async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -> Result<Ran, EngineError> {
@@ -136,6 +137,15 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
             }
             Command::AdjustBalance { user_id, .. } => {
                 reach.users.insert(user_id.get());
+            }
+            Command::CreatePayment(new) => {
+                reach.users.insert(new.user_id.get());
+            }
+            Command::ObserveDeposit(observation) => {
+                reach.payments.insert(observation.payment_id.get());
+            }
+            Command::ExpirePayment { payment_id } => {
+                reach.payments.insert(payment_id.get());
             }
         }
     }
@@ -172,7 +182,23 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         .map(|(item, _)| &item.envelope)
         .collect();
 
-    // 2. Plan the locks: the accounts money may move on, and the users whose balance may rise.
+    // 2. The payments observed or expired, locked, and which of the observed transfers are credited
+    //    already. Then plan the locks: the accounts money may move on, and the users whose balance
+    //    may rise.
+    let (payments, credited) = if reach.payments.is_empty() {
+        (BTreeMap::new(), Default::default())
+    } else {
+        let payment_ids: Vec<i64> = reach.payments.iter().copied().collect();
+        let observed: Vec<(&str, u32)> = fresh
+            .iter()
+            .filter_map(|env| match &env.command {
+                Command::ObserveDeposit(seen) => Some((seen.txid.as_str(), seen.log_index)),
+                _ => None,
+            })
+            .collect();
+        let (rows, credited) = repo::lock_payments(db, &payment_ids, &observed).await?;
+        (rows.into_iter().map(|row| (row.id, row)).collect(), credited)
+    };
     let parties: HashMap<DealId, (UserId, UserId, Currency)> = planned
         .parties
         .iter()
@@ -182,7 +208,8 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
     let mut rising: BTreeSet<i64> = BTreeSet::new();
     let mut upserts: BTreeMap<(i64, String), String> = BTreeMap::new();
     let mut creates = 0;
-    let mut adjusted: BTreeSet<&'static str> = BTreeSet::new();
+    let mut payments_created = 0;
+    let mut externals: BTreeSet<(External, Currency)> = BTreeSet::new();
     for env in &fresh {
         match &env.command {
             Command::UpsertUser { external_id, name } => {
@@ -196,7 +223,7 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
                 ..
             } => {
                 accounts.insert((*user_id, *currency));
-                adjusted.insert(currency.code());
+                externals.insert((External::OperatorAdjustments, *currency));
                 if amount.is_sign_positive() {
                     rising.insert(user_id.get());
                 }
@@ -214,20 +241,30 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
                 accounts.extend(moves.iter().map(|user| (*user, currency)));
                 rising.extend(rises.iter().map(|user| user.get()));
             }
+            Command::CreatePayment(_) => payments_created += 1,
+            Command::ObserveDeposit(seen) => {
+                if let Some(payment) = payments.get(&seen.payment_id) {
+                    accounts.insert((payment.user_id, payment.currency));
+                    externals.insert((External::DepositsReceived, payment.currency));
+                    rising.insert(payment.user_id.get());
+                }
+            }
+            Command::ExpirePayment { .. } => {}
         }
     }
-    let tenant_of_user: HashMap<UserId, guarantor_domain::TenantId> = planned.tenants.iter().copied().collect();
+    let mut tenant_of_user: HashMap<UserId, TenantId> = planned.tenants.iter().copied().collect();
+    tenant_of_user.extend(payments.values().map(|payment| (payment.user_id, payment.tenant_id)));
 
     // 3. The batch's upserts (sorted by tenant and external id).
-    let upsert_rows: Vec<(guarantor_domain::TenantId, String, String)> = upserts
+    let upsert_rows: Vec<(TenantId, String, String)> = upserts
         .iter()
         .filter_map(|((tenant, external), name)| {
-            guarantor_domain::TenantId::new(*tenant)
+            TenantId::new(*tenant)
                 .ok()
                 .map(|tenant| (tenant, external.clone(), name.clone()))
         })
         .collect();
-    let upserted: HashMap<(guarantor_domain::TenantId, String), Upserted> = if upsert_rows.is_empty() {
+    let upserted: HashMap<(TenantId, String), Upserted> = if upsert_rows.is_empty() {
         HashMap::new()
     } else {
         repo::upsert_users(db, &upsert_rows)
@@ -267,6 +304,8 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
     let mut state = BatchState {
         tenant_of_user,
         upserted,
+        payments,
+        credited,
         ..BatchState::default()
     };
     let mut disputes = HashMap::new();
@@ -299,14 +338,15 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         .count();
     let reserve = repo::Reserve {
         deals: creates,
-        accounts: missing.len() + adjusted.len(),
+        payments: payments_created,
+        accounts: missing.len() + externals.len(),
         // A command moves money once, and funds each waiting deal at most once (those waiting now and
         // those that start waiting in the batch).
         transfers: 2 * fresh.len() + waiting_locked,
     };
     let customers: Vec<i64> = account_keys.iter().map(|(user, _)| user.get()).collect();
-    let currencies: Vec<&'static str> = adjusted.iter().copied().collect();
-    let prepared = repo::prepare(db, reserve, &rising, &customers, &currencies).await?;
+    let wanted: Vec<(External, Currency)> = externals.iter().copied().collect();
+    let prepared = repo::prepare(db, reserve, &rising, &customers, &wanted).await?;
     let locked: BTreeSet<DealId> = deals.iter().map(|deal| deal.id).collect();
     let missed: Vec<i64> = prepared
         .waiting
@@ -331,8 +371,8 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         let dispute = disputes.remove(&deal.id);
         state.deals.insert(deal.id, state::Deal { dispute, ..deal });
     }
-    for (currency, id) in &prepared.operators {
-        state.operator.insert(*currency, *id);
+    for (external, currency, id) in &prepared.externals {
+        state.external.insert((*external, *currency), *id);
         state.accounts.insert(
             *id,
             Account {
@@ -342,6 +382,11 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         );
     }
     state.now = prepared.now;
+    state.fresh_payments = prepared
+        .payments
+        .iter()
+        .filter_map(|id| PaymentId::new(*id).ok())
+        .collect();
     let (escrows, spare) = prepared.accounts.split_at(creates.min(prepared.accounts.len()));
     state.fresh_ids = prepared
         .deals
@@ -351,33 +396,37 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         .collect();
     // Accounts that do not exist yet get reserved ids; they are opened only if money moves on them.
     let mut spare = spare.iter().copied();
-    let unopened_operators: Vec<Currency> = currencies
+    let unopened_externals: Vec<(External, Currency)> = wanted
         .iter()
-        .filter_map(|code| code.parse::<Currency>().ok())
-        .filter(|currency| !state.operator.contains_key(currency))
+        .filter(|key| !state.external.contains_key(key))
+        .copied()
         .collect();
-    for (user, currency) in missing
+    for (owner, currency) in missing
         .iter()
-        .map(|(user, currency)| (Some(*user), *currency))
-        .chain(unopened_operators.into_iter().map(|currency| (None, currency)))
+        .map(|(user, currency)| (Owner::User(*user), *currency))
+        .chain(
+            unopened_externals
+                .into_iter()
+                .map(|(external, currency)| (Owner::External(external), currency)),
+        )
     {
         let id = spare
             .next()
             .ok_or_else(|| EngineError::Deterministic("the batch reserved too few account ids".into()))?;
-        match user {
-            Some(user) => state.available.insert((user, currency), id),
-            None => state.operator.insert(currency, id),
+        match owner {
+            Owner::User(user) => state.available.insert((user, currency), id),
+            Owner::External(external) => state.external.insert((external, currency), id),
         };
-        state.unopened.insert(id, (user, currency));
+        state.unopened.insert(id, (owner, currency));
         state.accounts.insert(
             id,
             Account {
                 balance: Decimal::ZERO,
-                external: user.is_none(),
+                external: matches!(owner, Owner::External(_)),
             },
         );
     }
-    let external: BTreeSet<i64> = state.operator.values().copied().collect();
+    let external: BTreeSet<i64> = state.external.values().copied().collect();
 
     // 7. The state machine, in stream order, in memory.
     let steps = {
@@ -416,9 +465,9 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         .unopened
         .iter()
         .filter(|(id, _)| used.contains(id))
-        .map(|(id, (user, currency))| repo::NewAccount {
+        .map(|(id, (owner, currency))| repo::NewAccount {
             id: *id,
-            user_id: *user,
+            owner: *owner,
             currency: *currency,
             balance: state.deltas.get(id).copied().unwrap_or_default(),
         })
@@ -528,6 +577,34 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         answers,
     };
     repo::write(db, writes).await?;
+    if !state.created_payments.is_empty() || !state.changed_payments.is_empty() {
+        let created_ids: BTreeSet<PaymentId> = state.created_payments.iter().map(|p| p.id).collect();
+        let mut deposits = Vec::with_capacity(state.deposits.len());
+        for deposit in &state.deposits {
+            let transfer = transfer_ids
+                .get(deposit.transfer)
+                .ok_or_else(|| EngineError::Deterministic("a deposit's transfer has no reserved id".into()))?;
+            deposits.push((deposit, *transfer));
+        }
+        repo::write_payments(
+            db,
+            repo::PaymentWrites {
+                created: state
+                    .created_payments
+                    .iter()
+                    .filter_map(|created| state.payments.get(&created.id).map(|row| (row, created.hd_index)))
+                    .collect(),
+                changed: state
+                    .changed_payments
+                    .iter()
+                    .filter(|id| !created_ids.contains(id))
+                    .filter_map(|id| state.payments.get(id))
+                    .collect(),
+                deposits,
+            },
+        )
+        .await?;
+    }
     // The hot external rows last: their locks are held only across the commit.
     repo::apply_deltas(db, &external_deltas).await?;
 

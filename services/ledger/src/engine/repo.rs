@@ -3,17 +3,17 @@
 //! id, and last the hot rows (event sequences, then external accounts) — so batches of different
 //! workers and processes can wait for each other but never deadlock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use guarantor_domain::{CommandId, Currency, DealId, DealStatus, TenantId, UserId, Verdict};
-use guarantor_store::views::DisputeView;
+use guarantor_domain::{CommandId, Currency, DealId, DealStatus, PaymentId, PaymentStatus, TenantId, UserId, Verdict};
+use guarantor_store::views::{DisputeView, PaymentRow};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::state::{AccountId, Deal, TransferDraft};
+use super::state::{AccountId, Deal, External, NewDeposit, Owner, TransferDraft};
 
 /// The advisory-lock key of a command id. Two ids sharing a key only wait for each other.
 pub fn lock_key(id: CommandId) -> i64 {
@@ -293,11 +293,54 @@ pub async fn lock_accounts(
     Ok((accounts, disputes))
 }
 
+/// Locks, in id order, the payments a batch observes or expires, and finds which of the observed
+/// transfers (txid, log index) are credited already.
+pub async fn lock_payments(
+    db: &mut PgConnection,
+    ids: &[i64],
+    observed: &[(&str, u32)],
+) -> sqlx::Result<(Vec<PaymentRow>, HashSet<(String, u32)>)> {
+    let rows = sqlx::query_as!(
+        PaymentRow,
+        r#"SELECT id AS "id: PaymentId", tenant_id AS "tenant_id: TenantId", user_id AS "user_id: UserId",
+                  gateway_id, amount, currency AS "currency: Currency", received, status AS "status: PaymentStatus",
+                  address, token_contract, expires_at, created_at, updated_at
+           FROM payments WHERE id = ANY($1)
+           ORDER BY id
+           FOR UPDATE"#,
+        ids,
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    let txids: Vec<&str> = observed.iter().map(|(txid, _)| *txid).collect();
+    let indexes: Vec<i32> = observed
+        .iter()
+        .map(|(_, index)| i32::try_from(*index).unwrap_or(i32::MAX))
+        .collect();
+    let credited = sqlx::query!(
+        r#"SELECT d.txid, d.log_index FROM deposits d
+           JOIN unnest($1::text[], $2::integer[]) AS o(txid, log_index)
+             ON d.txid = o.txid AND d.log_index = o.log_index"#,
+        &txids as &[&str],
+        &indexes,
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|row| {
+        u32::try_from(row.log_index)
+            .map(|index| (row.txid, index))
+            .map_err(|err| sqlx::Error::Decode(err.into()))
+    })
+    .collect::<sqlx::Result<HashSet<_>>>()?;
+    Ok((rows, credited))
+}
+
 /// An account the batch opens because money moved on it for the first time.
 #[derive(Debug, Clone)]
 pub struct NewAccount {
     pub id: AccountId,
-    pub user_id: Option<UserId>,
+    pub owner: Owner,
     pub currency: Currency,
     pub balance: Decimal,
 }
@@ -310,17 +353,24 @@ pub async fn open_accounts(db: &mut PgConnection, accounts: &[NewAccount]) -> sq
     }
     let ids: Vec<i64> = accounts.iter().map(|a| a.id).collect();
     let currencies: Vec<&str> = accounts.iter().map(|a| a.currency.code()).collect();
-    let users: Vec<Option<i64>> = accounts.iter().map(|a| a.user_id.map(UserId::get)).collect();
+    let (kinds, users): (Vec<&str>, Vec<Option<i64>>) = accounts
+        .iter()
+        .map(|a| match a.owner {
+            Owner::User(user) => ("user_available", Some(user.get())),
+            Owner::External(external) => (external.kind(), None),
+        })
+        .unzip();
     let balances: Vec<Decimal> = accounts.iter().map(|a| a.balance).collect();
     let opened = sqlx::query!(
         "INSERT INTO accounts (id, kind, currency, user_id, balance)
          OVERRIDING SYSTEM VALUE
-         SELECT id, CASE WHEN user_id IS NULL THEN 'operator_adjustments' ELSE 'user_available' END,
-                currency, user_id, balance
-         FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::numeric[]) AS a(id, currency, user_id, balance)
-         ORDER BY user_id, currency
+         SELECT id, kind, currency, user_id, balance
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::numeric[])
+             AS a(id, kind, currency, user_id, balance)
+         ORDER BY kind, user_id, currency
          ON CONFLICT DO NOTHING",
         &ids,
+        &kinds as &[&str],
         &currencies as &[&str],
         &users as &[Option<i64>],
         &balances,
@@ -335,6 +385,7 @@ pub async fn open_accounts(db: &mut PgConnection, accounts: &[NewAccount]) -> sq
 pub struct Prepared {
     pub now: DateTime<Utc>,
     pub deals: Vec<i64>,
+    pub payments: Vec<i64>,
     pub accounts: Vec<i64>,
     pub transfers: Vec<i64>,
     /// Waiting deals of the users whose balance may rise, as of now (to check the locked set).
@@ -342,41 +393,48 @@ pub struct Prepared {
     /// What customers hold in the escrow of their funded deals (read under their account locks,
     /// which every change of it takes).
     pub held: Vec<(UserId, Currency, Decimal)>,
-    pub operators: Vec<(Currency, AccountId)>,
+    pub externals: Vec<(External, Currency, AccountId)>,
 }
 
 struct PreparedRow {
     now: DateTime<Utc>,
     deals: Vec<i64>,
+    payments: Vec<i64>,
     accounts: Vec<i64>,
     transfers: Vec<i64>,
     waiting: Vec<i64>,
     held_users: Vec<i64>,
     held_currencies: Vec<String>,
     held: Vec<Decimal>,
-    operator_currencies: Vec<String>,
-    operators: Vec<i64>,
+    external_kinds: Vec<String>,
+    external_currencies: Vec<String>,
+    externals: Vec<i64>,
 }
 
 /// How many ids of each kind a batch reserves.
 #[derive(Debug, Clone, Copy)]
 pub struct Reserve {
     pub deals: usize,
+    pub payments: usize,
     pub accounts: usize,
     pub transfers: usize,
 }
 
-/// The transaction's timestamp, fresh ids (deals; an escrow account per deal, then the accounts the
-/// batch may open; transfers), the waiting deals of `rising`, what `customers` hold, and the
-/// operator accounts of `currencies` — in one statement.
+/// The transaction's timestamp, fresh ids (deals; payments; an escrow account per deal, then the
+/// accounts the batch may open; transfers), the waiting deals of `rising`, what `customers` hold, and
+/// the existing external accounts of `externals` — in one statement.
 pub async fn prepare(
     db: &mut PgConnection,
     reserve: Reserve,
     rising: &[i64],
     customers: &[i64],
-    currencies: &[&'static str],
+    externals: &[(External, Currency)],
 ) -> sqlx::Result<Prepared> {
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let (kinds, currencies): (Vec<&str>, Vec<&str>) = externals
+        .iter()
+        .map(|(external, currency)| (external.kind(), currency.code()))
+        .unzip();
     let row = sqlx::query_as!(
         PreparedRow,
         r#"WITH held AS (
@@ -387,6 +445,8 @@ pub async fn prepare(
            SELECT now() AS "now!",
                   ARRAY(SELECT nextval(pg_get_serial_sequence('deals', 'id')) FROM generate_series(1, $1::bigint))
                       AS "deals!",
+                  ARRAY(SELECT nextval(pg_get_serial_sequence('payments', 'id')) FROM generate_series(1, $8::bigint))
+                      AS "payments!",
                   ARRAY(SELECT nextval(pg_get_serial_sequence('accounts', 'id')) FROM generate_series(1, $2::bigint))
                       AS "accounts!",
                   ARRAY(SELECT nextval(pg_get_serial_sequence('transfers', 'id')) FROM generate_series(1, $3::bigint))
@@ -396,16 +456,20 @@ pub async fn prepare(
                   ARRAY(SELECT customer_id FROM held ORDER BY customer_id, currency) AS "held_users!",
                   ARRAY(SELECT currency FROM held ORDER BY customer_id, currency) AS "held_currencies!",
                   ARRAY(SELECT held FROM held ORDER BY customer_id, currency) AS "held!",
-                  ARRAY(SELECT currency FROM accounts WHERE kind = 'operator_adjustments' AND currency = ANY($6)
-                        ORDER BY id) AS "operator_currencies!",
-                  ARRAY(SELECT id FROM accounts WHERE kind = 'operator_adjustments' AND currency = ANY($6)
-                        ORDER BY id) AS "operators!""#,
+                  ARRAY(SELECT a.kind FROM accounts a JOIN unnest($6::text[], $7::text[]) AS x(kind, currency)
+                          ON a.kind = x.kind AND a.currency = x.currency ORDER BY a.id) AS "external_kinds!",
+                  ARRAY(SELECT a.currency FROM accounts a JOIN unnest($6::text[], $7::text[]) AS x(kind, currency)
+                          ON a.kind = x.kind AND a.currency = x.currency ORDER BY a.id) AS "external_currencies!",
+                  ARRAY(SELECT a.id FROM accounts a JOIN unnest($6::text[], $7::text[]) AS x(kind, currency)
+                          ON a.kind = x.kind AND a.currency = x.currency ORDER BY a.id) AS "externals!""#,
         count(reserve.deals),
         count(reserve.deals + reserve.accounts),
         count(reserve.transfers),
         rising,
         customers,
-        currencies as &[&str],
+        &kinds as &[&str],
+        &currencies as &[&str],
+        count(reserve.payments),
     )
     .fetch_one(db)
     .await?;
@@ -418,18 +482,26 @@ pub async fn prepare(
     for ((user, code), amount) in row.held_users.iter().zip(&row.held_currencies).zip(&row.held) {
         held.push((UserId::new(*user).map_err(decode)?, currency(code)?, *amount));
     }
-    let mut operators = Vec::with_capacity(row.operators.len());
-    for (code, id) in row.operator_currencies.iter().zip(&row.operators) {
-        operators.push((currency(code)?, *id));
+    let mut externals = Vec::with_capacity(row.externals.len());
+    for ((kind, code), id) in row
+        .external_kinds
+        .iter()
+        .zip(&row.external_currencies)
+        .zip(&row.externals)
+    {
+        let external = External::parse(kind)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown external account kind {kind}").into()))?;
+        externals.push((external, currency(code)?, *id));
     }
     Ok(Prepared {
         now: row.now,
         deals: row.deals,
+        payments: row.payments,
         accounts: row.accounts,
         transfers: row.transfers,
         waiting: row.waiting,
         held,
-        operators,
+        externals,
     })
 }
 
@@ -622,6 +694,104 @@ pub async fn write(db: &mut PgConnection, w: Writes<'_>) -> sqlx::Result<()> {
         &p55 as &[&str],
         &p56 as &[&str],
         &p57 as &[Option<Value>],
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(())
+}
+
+/// A batch's payment rows and deposits.
+#[derive(Debug)]
+pub struct PaymentWrites<'a> {
+    /// New payments in their final state, with the HD index of each address.
+    pub created: Vec<(&'a PaymentRow, u32)>,
+    pub changed: Vec<&'a PaymentRow>,
+    /// Credited deposits with the id of their transfer (written by `write` before).
+    pub deposits: Vec<(&'a NewDeposit, i64)>,
+}
+
+/// Inserts the new payments, updates the changed ones (locked by `lock_payments`) and records the
+/// credited deposits, in one statement; `deposits (txid, log_index)` is unique, so a transfer
+/// credited twice fails the batch instead of paying twice.
+pub async fn write_payments(db: &mut PgConnection, w: PaymentWrites<'_>) -> sqlx::Result<()> {
+    let new_ids: Vec<i64> = w.created.iter().map(|(p, _)| p.id.get()).collect();
+    let new_tenants: Vec<i64> = w.created.iter().map(|(p, _)| p.tenant_id.get()).collect();
+    let new_users: Vec<i64> = w.created.iter().map(|(p, _)| p.user_id.get()).collect();
+    let new_gateways: Vec<i64> = w.created.iter().map(|(p, _)| p.gateway_id).collect();
+    let new_currencies: Vec<&str> = w.created.iter().map(|(p, _)| p.currency.code()).collect();
+    let new_amounts: Vec<Decimal> = w.created.iter().map(|(p, _)| p.amount).collect();
+    let new_indexes: Vec<i64> = w.created.iter().map(|(_, index)| i64::from(*index)).collect();
+    let new_addresses: Vec<&str> = w.created.iter().map(|(p, _)| p.address.as_str()).collect();
+    let new_tokens: Vec<&str> = w.created.iter().map(|(p, _)| p.token_contract.as_str()).collect();
+    let new_expiries: Vec<DateTime<Utc>> = w.created.iter().map(|(p, _)| p.expires_at).collect();
+    let new_created: Vec<DateTime<Utc>> = w.created.iter().map(|(p, _)| p.created_at).collect();
+    let changed_ids: Vec<i64> = w.changed.iter().map(|p| p.id.get()).collect();
+    let changed_received: Vec<Decimal> = w.changed.iter().map(|p| p.received).collect();
+    let changed_status: Vec<&str> = w.changed.iter().map(|p| p.status.as_str()).collect();
+    let changed_at: Vec<DateTime<Utc>> = w.changed.iter().map(|p| p.updated_at).collect();
+    let d_payments: Vec<i64> = w.deposits.iter().map(|(d, _)| d.payment_id.get()).collect();
+    let d_txids: Vec<&str> = w.deposits.iter().map(|(d, _)| d.txid.as_str()).collect();
+    let d_indexes: Vec<i32> = w
+        .deposits
+        .iter()
+        .map(|(d, _)| i32::try_from(d.log_index).unwrap_or(i32::MAX))
+        .collect();
+    let d_amounts: Vec<Decimal> = w.deposits.iter().map(|(d, _)| d.amount).collect();
+    let d_blocks: Vec<i64> = w
+        .deposits
+        .iter()
+        .map(|(d, _)| i64::try_from(d.block_number).unwrap_or(i64::MAX))
+        .collect();
+    let d_times: Vec<DateTime<Utc>> = w.deposits.iter().map(|(d, _)| d.block_time).collect();
+    let d_late: Vec<bool> = w.deposits.iter().map(|(d, _)| d.late).collect();
+    let d_transfers: Vec<i64> = w.deposits.iter().map(|(_, transfer)| *transfer).collect();
+    let d_commands: Vec<Uuid> = w.deposits.iter().map(|(d, _)| d.command.as_uuid()).collect();
+    sqlx::query!(
+        r#"WITH created AS (
+               INSERT INTO payments (id, tenant_id, user_id, gateway_id, currency, amount, received, status,
+                                     hd_index, address, token_contract, expires_at, created_at, updated_at)
+               OVERRIDING SYSTEM VALUE
+               SELECT id, tenant_id, user_id, gateway_id, currency, amount, 0, 'waiting', hd_index, address,
+                      token_contract, expires_at, created_at, created_at
+               FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::numeric[],
+                           $7::bigint[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])
+                   AS p(id, tenant_id, user_id, gateway_id, currency, amount, hd_index, address, token_contract,
+                        expires_at, created_at)),
+           changed AS (
+               UPDATE payments p SET received = u.received, status = u.status, updated_at = u.updated_at
+               FROM unnest($12::bigint[], $13::numeric[], $14::text[], $15::timestamptz[])
+                   AS u(id, received, status, updated_at)
+               WHERE p.id = u.id),
+           credited AS (
+               INSERT INTO deposits (payment_id, txid, log_index, amount, block_number, block_time, late,
+                                     transfer_id, command_id)
+               SELECT * FROM unnest($16::bigint[], $17::text[], $18::integer[], $19::numeric[], $20::bigint[],
+                                    $21::timestamptz[], $22::boolean[], $23::bigint[], $24::uuid[]))
+           SELECT 1 AS "written!""#,
+        &new_ids,
+        &new_tenants,
+        &new_users,
+        &new_gateways,
+        &new_currencies as &[&str],
+        &new_amounts,
+        &new_indexes,
+        &new_addresses as &[&str],
+        &new_tokens as &[&str],
+        &new_expiries,
+        &new_created,
+        &changed_ids,
+        &changed_received,
+        &changed_status as &[&str],
+        &changed_at,
+        &d_payments,
+        &d_txids as &[&str],
+        &d_indexes,
+        &d_amounts,
+        &d_blocks,
+        &d_times,
+        &d_late,
+        &d_transfers,
+        &d_commands,
     )
     .fetch_one(db)
     .await?;

@@ -3,15 +3,17 @@
 //! as it found it and needs no savepoint. What changed is collected as effects for the set-based
 //! writes; invariants are asserted on the way (a breach is a deterministic failure, never a refusal).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use guarantor_domain::deal::{decide, Money, Outcome, Refusal};
+use guarantor_domain::payment::USDT_TRC20_GATEWAY_ID;
 use guarantor_domain::{
     format_wire, Actor, Amount, Command, CommandEnvelope, CommandId, Currency, DealAction, DealId, DealStatus,
-    DisputeOpening, ErrorCode, NewDeal, Rejection, Role, TenantId, UserId,
+    DepositObservation, DisputeOpening, ErrorCode, NewDeal, NewPayment, PaymentId, PaymentStatus, Rejection, Role,
+    TenantId, UserId,
 };
-use guarantor_store::views::{DealView, DisputeView, UserView};
+use guarantor_store::views::{DealView, DisputeView, PaymentRow, UserView};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
@@ -67,6 +69,7 @@ pub struct Upserted {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransferKind {
+    Deposit,
     Hold,
     Release,
     Refund,
@@ -76,12 +79,67 @@ pub enum TransferKind {
 impl TransferKind {
     pub fn as_str(self) -> &'static str {
         match self {
+            TransferKind::Deposit => "deposit",
             TransferKind::Hold => "hold",
             TransferKind::Release => "release",
             TransferKind::Refund => "refund",
             TransferKind::Adjustment => "adjustment",
         }
     }
+}
+
+/// The accounts where money enters or leaves the books, one per currency; their balances run
+/// negative by design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum External {
+    /// The counterpart of operators' audited corrections.
+    OperatorAdjustments,
+    /// The counterpart of every credited deposit (coins that arrived on chain).
+    DepositsReceived,
+}
+
+impl External {
+    pub fn kind(self) -> &'static str {
+        match self {
+            External::OperatorAdjustments => "operator_adjustments",
+            External::DepositsReceived => "deposits_received",
+        }
+    }
+
+    pub fn parse(kind: &str) -> Option<External> {
+        [External::OperatorAdjustments, External::DepositsReceived]
+            .into_iter()
+            .find(|external| external.kind() == kind)
+    }
+}
+
+/// Who an account belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    User(UserId),
+    External(External),
+}
+
+/// A payment the batch created, with the HD index of its address.
+#[derive(Debug, Clone, Copy)]
+pub struct CreatedPayment {
+    pub id: PaymentId,
+    pub hd_index: u32,
+}
+
+/// A deposit the batch credits.
+#[derive(Debug, Clone)]
+pub struct NewDeposit {
+    pub payment_id: PaymentId,
+    pub txid: String,
+    pub log_index: u32,
+    pub amount: Decimal,
+    pub block_number: u64,
+    pub block_time: DateTime<Utc>,
+    pub late: bool,
+    /// Index of its transfer in the batch's transfers.
+    pub transfer: usize,
+    pub command: CommandId,
 }
 
 #[derive(Debug, Clone)]
@@ -150,10 +208,16 @@ pub struct BatchState {
     /// Waiting deals per customer and currency, oldest first (complete for every user whose
     /// balance can rise in this batch).
     pub waiting: HashMap<(UserId, Currency), BTreeSet<DealId>>,
-    pub operator: HashMap<Currency, AccountId>,
+    pub external: HashMap<(External, Currency), AccountId>,
     /// Accounts that do not exist yet, with reserved ids: opened by the batch's writes only if money
     /// moved on them (so a refused command opens nothing).
-    pub unopened: BTreeMap<AccountId, (Option<UserId>, Currency)>,
+    pub unopened: BTreeMap<AccountId, (Owner, Currency)>,
+    /// The payments observed or expired by the batch, locked.
+    pub payments: BTreeMap<PaymentId, PaymentRow>,
+    /// (txid, log index) already credited, before or by this batch.
+    pub credited: HashSet<(String, u32)>,
+    /// Ids reserved for the payments this batch creates.
+    pub fresh_payments: VecDeque<PaymentId>,
     /// Ids reserved for the deals (and their escrow accounts) this batch creates.
     pub fresh_ids: VecDeque<(DealId, AccountId)>,
     pub upserted: HashMap<(TenantId, String), Upserted>,
@@ -164,6 +228,9 @@ pub struct BatchState {
     pub changed_deals: BTreeSet<DealId>,
     pub opened_disputes: Vec<DealId>,
     pub resolved_disputes: Vec<DealId>,
+    pub created_payments: Vec<CreatedPayment>,
+    pub changed_payments: BTreeSet<PaymentId>,
+    pub deposits: Vec<NewDeposit>,
     pub transfers: Vec<TransferDraft>,
     pub events: Vec<EventDraft>,
     /// Net balance change per account.
@@ -180,6 +247,15 @@ fn not_found_user(field: Option<&str>, user: UserId) -> Rejection {
 
 fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, Broken> {
     serde_json::to_value(value).map_err(|err| Broken(format!("a view did not serialise: {err}")))
+}
+
+/// A payment's view as events carry it: without the list of deposits (each event names its own).
+fn event_view(view: &Value) -> Value {
+    let mut data = view.clone();
+    if let Some(fields) = data.as_object_mut() {
+        fields.remove("deposits");
+    }
+    data
 }
 
 fn event_name(action: DealAction) -> &'static str {
@@ -249,6 +325,9 @@ impl BatchState {
                 amount,
                 reason,
             } => self.adjust(env, *user_id, *currency, *amount, reason),
+            Command::CreatePayment(new) => self.create_payment(env, new),
+            Command::ObserveDeposit(observation) => self.credit_deposit(env, observation),
+            Command::ExpirePayment { payment_id } => self.expire(env, *payment_id),
         }
     }
 
@@ -479,10 +558,7 @@ impl BatchState {
                 "the available balance does not cover this amount",
             )));
         }
-        let operator = *self
-            .operator
-            .get(&currency)
-            .ok_or_else(|| Broken(format!("no operator account for {currency}")))?;
+        let operator = self.external_account(External::OperatorAdjustments, currency)?;
         let (from, to) = if amount.is_sign_positive() {
             (operator, available)
         } else {
@@ -498,7 +574,7 @@ impl BatchState {
             command: env.id,
             reason: Some(reason.to_owned()),
         })?;
-        self.balance_changed(user_id, currency, amount, transfer, None, Some(reason))?;
+        self.balance_changed(user_id, currency, amount, transfer, Cause::Reason(reason))?;
         let balance = self.balance(available)?;
         let reply = Draft {
             value: json!({
@@ -516,6 +592,229 @@ impl BatchState {
             self.fund_waiting(env, user_id, currency)?;
         }
         Ok(Step::Applied(Some(reply)))
+    }
+
+    fn create_payment(&mut self, env: &CommandEnvelope, new: &NewPayment) -> Result<Step, Broken> {
+        if env.role != Role::Platform {
+            return Ok(Step::Refused(Rejection::new(
+                ErrorCode::Forbidden,
+                "payments are created with a platform key",
+            )));
+        }
+        if new.gateway_id != USDT_TRC20_GATEWAY_ID {
+            return Ok(Step::Refused(
+                Rejection::new(ErrorCode::ValidationFailed, "unknown payment gateway")
+                    .with_details(json!({ "field": "gateway_id" })),
+            ));
+        }
+        if let Err(err) = Amount::from_stored(new.amount, new.currency) {
+            return Ok(Step::Refused(Rejection::new(ErrorCode::InvalidAmount, err.to_string())));
+        }
+        if !self.user_in_tenant(new.user_id, env.tenant_id) {
+            return Ok(Step::Refused(not_found_user(Some("user_id"), new.user_id)));
+        }
+        let id = self
+            .fresh_payments
+            .pop_front()
+            .ok_or_else(|| Broken("the batch reserved too few payment ids".into()))?;
+        let payment = PaymentRow {
+            id,
+            tenant_id: env.tenant_id,
+            user_id: new.user_id,
+            gateway_id: new.gateway_id,
+            amount: new.amount,
+            currency: new.currency,
+            received: Decimal::ZERO,
+            status: PaymentStatus::Waiting,
+            address: new.address.clone(),
+            token_contract: new.token_contract.clone(),
+            expires_at: new.expires_at,
+            created_at: self.now,
+            updated_at: self.now,
+        };
+        let view = to_value(&payment.view(Vec::new()))?;
+        self.payments.insert(id, payment);
+        self.created_payments.push(CreatedPayment {
+            id,
+            hd_index: new.hd_index,
+        });
+        self.emit(
+            env.tenant_id,
+            "payment",
+            id.get(),
+            "created",
+            Draft::plain(event_view(&view)),
+        );
+        Ok(Step::Applied(Some(Draft::plain(view))))
+    }
+
+    /// Credits one observed transfer to the payment's user, moves the payment's status, and funds
+    /// the user's waiting deals.
+    fn credit_deposit(&mut self, env: &CommandEnvelope, seen: &DepositObservation) -> Result<Step, Broken> {
+        if env.role != Role::Admin {
+            return Ok(Step::Refused(Rejection::new(
+                ErrorCode::Forbidden,
+                "deposits are observed by the scanner",
+            )));
+        }
+        let Some(payment) = self
+            .payments
+            .get(&seen.payment_id)
+            .filter(|payment| payment.tenant_id == env.tenant_id)
+            .cloned()
+        else {
+            return Ok(Step::Refused(
+                Rejection::new(ErrorCode::PaymentNotFound, "payment not found")
+                    .with_details(json!({ "payment_id": seen.payment_id })),
+            ));
+        };
+        let rejected = |message: &str| {
+            Ok(Step::Refused(
+                Rejection::new(ErrorCode::DepositRejected, message).with_details(json!({
+                    "payment_id": seen.payment_id, "txid": seen.txid, "log_index": seen.log_index,
+                })),
+            ))
+        };
+        if seen.address != payment.address {
+            return rejected("the transfer is not to the payment's address");
+        }
+        if seen.token_contract != payment.token_contract {
+            return rejected("the transfer is not of the payment's token");
+        }
+        if seen.txid.len() != 64 || !seen.txid.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return rejected("a txid is 64 lowercase hex digits");
+        }
+        if seen.amount <= Decimal::ZERO || seen.amount.scale() > payment.currency.decimals() {
+            return Ok(Step::Refused(Rejection::new(
+                ErrorCode::InvalidAmount,
+                "a deposit is positive with at most the currency's decimals",
+            )));
+        }
+        let key = (seen.txid.clone(), seen.log_index);
+        if self.credited.contains(&key) {
+            return rejected("this transfer was credited already");
+        }
+        // Everything is checked: from here on the deposit is credited.
+        let (user, currency) = (payment.user_id, payment.currency);
+        let available = self.available_account(user, currency)?;
+        let inflow = self.external_account(External::DepositsReceived, currency)?;
+        let transfer = self.transfer(TransferDraft {
+            debit: inflow,
+            credit: available,
+            amount: seen.amount,
+            currency,
+            kind: TransferKind::Deposit,
+            deal_id: None,
+            command: env.id,
+            reason: None,
+        })?;
+        self.credited.insert(key);
+        let late = seen.block_time > payment.expires_at;
+        self.deposits.push(NewDeposit {
+            payment_id: payment.id,
+            txid: seen.txid.clone(),
+            log_index: seen.log_index,
+            amount: seen.amount,
+            block_number: seen.block_number,
+            block_time: seen.block_time,
+            late,
+            transfer,
+            command: env.id,
+        });
+        let received = payment.received + seen.amount;
+        let previous = payment.status;
+        let status = previous.after_deposit(received, payment.amount, late);
+        let now = self.now;
+        let row = self
+            .payments
+            .get_mut(&payment.id)
+            .ok_or_else(|| Broken(format!("payment {} is not held by the batch", payment.id)))?;
+        row.received = received;
+        row.status = status;
+        row.updated_at = now;
+        let after = row.clone();
+        self.changed_payments.insert(payment.id);
+        let deposit = json!({
+            "txid": seen.txid,
+            "log_index": seen.log_index,
+            "amount": format_wire(seen.amount, currency),
+            "block_number": seen.block_number,
+            "late": late,
+        });
+        let view = to_value(&after.view(Vec::new()))?;
+        let mut data = event_view(&view);
+        data["previous_status"] = json!(previous);
+        data["deposit"] = deposit.clone();
+        data["overpaid"] = json!(received > payment.amount);
+        self.emit(
+            payment.tenant_id,
+            "payment",
+            payment.id.get(),
+            "received",
+            Draft::plain(data.clone()),
+        );
+        if status != previous {
+            match status {
+                PaymentStatus::Success => self.emit(
+                    payment.tenant_id,
+                    "payment",
+                    payment.id.get(),
+                    "succeeded",
+                    Draft::plain(data),
+                ),
+                PaymentStatus::Expired => self.emit(
+                    payment.tenant_id,
+                    "payment",
+                    payment.id.get(),
+                    "expired",
+                    Draft::plain(data),
+                ),
+                PaymentStatus::Waiting | PaymentStatus::Partial => {}
+            }
+        }
+        self.balance_changed(user, currency, seen.amount, transfer, Cause::Payment(payment.id))?;
+        self.fund_waiting(env, user, currency)?;
+        Ok(Step::Applied(Some(Draft {
+            value: json!({ "payment_id": payment.id, "status": status, "deposit": deposit }),
+            transfer: None,
+        })))
+    }
+
+    fn expire(&mut self, env: &CommandEnvelope, id: PaymentId) -> Result<Step, Broken> {
+        if env.role != Role::Admin {
+            return Ok(Step::Refused(Rejection::new(
+                ErrorCode::Forbidden,
+                "payments are expired by the scanner",
+            )));
+        }
+        let now = self.now;
+        let Some(row) = self
+            .payments
+            .get_mut(&id)
+            .filter(|payment| payment.tenant_id == env.tenant_id)
+        else {
+            return Ok(Step::Refused(
+                Rejection::new(ErrorCode::PaymentNotFound, "payment not found")
+                    .with_details(json!({ "payment_id": id })),
+            ));
+        };
+        if row.status != PaymentStatus::Waiting || now < row.expires_at {
+            return Ok(Step::Refused(
+                Rejection::new(
+                    ErrorCode::PaymentNotExpirable,
+                    "only a waiting payment past its deadline expires",
+                )
+                .with_details(json!({ "payment_id": id, "status": row.status, "expires_at": row.expires_at })),
+            ));
+        }
+        row.status = PaymentStatus::Expired;
+        row.updated_at = now;
+        let (tenant, view) = (row.tenant_id, to_value(&row.view(Vec::new()))?);
+        self.changed_payments.insert(id);
+        let mut data = event_view(&view);
+        data["previous_status"] = json!(PaymentStatus::Waiting);
+        self.emit(tenant, "payment", id.get(), "expired", Draft::plain(data));
+        Ok(Step::Applied(Some(Draft::plain(view))))
     }
 
     /// Funds `customer`'s waiting deals in `currency`, oldest first, while the available balance
@@ -574,8 +873,7 @@ impl BatchState {
             deal.currency,
             -deal.amount,
             transfer,
-            Some(deal.id),
-            None,
+            Cause::Deal(deal.id),
         )
     }
 
@@ -600,7 +898,7 @@ impl BatchState {
                 deal.customer_id
             )));
         }
-        self.balance_changed(to, deal.currency, deal.amount, transfer, Some(deal.id), None)?;
+        self.balance_changed(to, deal.currency, deal.amount, transfer, Cause::Deal(deal.id))?;
         if to != deal.customer_id {
             // The customer's `held` went down by the released amount.
             self.balance_changed(
@@ -608,8 +906,7 @@ impl BatchState {
                 deal.currency,
                 Decimal::ZERO,
                 transfer,
-                Some(deal.id),
-                None,
+                Cause::Deal(deal.id),
             )?;
         }
         Ok(())
@@ -640,9 +937,13 @@ impl BatchState {
         currency: Currency,
         available_delta: Decimal,
         transfer: usize,
-        deal_id: Option<DealId>,
-        reason: Option<&str>,
+        cause: Cause<'_>,
     ) -> Result<(), Broken> {
+        let (deal_id, payment_id, reason) = match cause {
+            Cause::Deal(deal) => (Some(deal), None, None),
+            Cause::Payment(payment) => (None, Some(payment), None),
+            Cause::Reason(reason) => (None, None, Some(reason)),
+        };
         let tenant = *self
             .tenant_of_user
             .get(&user)
@@ -658,6 +959,7 @@ impl BatchState {
             "change": format_wire(available_delta, currency),
             "kind": kind.as_str(),
             "deal_id": deal_id,
+            "payment_id": payment_id,
             "reason": reason,
         });
         self.emit(
@@ -725,4 +1027,19 @@ impl BatchState {
     fn available_balance(&self, user: UserId, currency: Currency) -> Result<Decimal, Broken> {
         self.balance(self.available_account(user, currency)?)
     }
+
+    fn external_account(&self, external: External, currency: Currency) -> Result<AccountId, Broken> {
+        self.external
+            .get(&(external, currency))
+            .copied()
+            .ok_or_else(|| Broken(format!("no {} account for {currency}", external.kind())))
+    }
+}
+
+/// Why a user's balance changed, for the `user.balance_changed` event.
+#[derive(Debug, Clone, Copy)]
+enum Cause<'a> {
+    Deal(DealId),
+    Payment(PaymentId),
+    Reason(&'a str),
 }
