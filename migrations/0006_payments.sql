@@ -56,9 +56,12 @@ CREATE TRIGGER deposits_append_only BEFORE UPDATE OR DELETE ON deposits
 
 -- The block follower's cursor: the next solidified block to read. Moved only by the lease holder,
 -- only past blocks read completely.
+-- `read_until` is the time of the last block read: every transfer mined before it has been observed,
+-- so a waiting payment whose deadline is before it has really received nothing in time.
 CREATE TABLE scanner_cursors (
     name       TEXT        PRIMARY KEY,
     next_block BIGINT      NOT NULL CHECK (next_block >= 0),
+    read_until TIMESTAMPTZ,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 

@@ -4,6 +4,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -167,4 +168,87 @@ async fn bad_payment_requests_are_refused_in_the_documented_shape_and_change_not
         .await
         .unwrap();
     assert_eq!(payments, 0);
+}
+
+/// A system with a fast devnet (blocks every 200 ms, solidified 3 blocks behind) and a scanner that
+/// looks every second.
+async fn paying_system() -> System {
+    System::start(
+        &["up"],
+        &[
+            ("GUARANTOR_SCAN_INTERVAL_SECS", "1"),
+            ("GUARANTOR_DEVNET_BLOCK_INTERVAL_MS", "200"),
+            ("GUARANTOR_DEVNET_SOLIDIFY_LAG", "3"),
+        ],
+    )
+    .await
+}
+
+async fn create_payment(system: &System, user: i64, amount: &str) -> (i64, String, String) {
+    let answer = system
+        .post("/api/v1/payment")
+        .json(json!({ "gateway_id": 1, "user_id": user, "amount": amount, "currency": "USDT" }))
+        .send()
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let data = &answer.body["gateway_data"];
+    (
+        answer.body["payment_id"].as_i64().unwrap(),
+        data["address"].as_str().unwrap().to_owned(),
+        data["token_contract"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_original_flows_payment_branch_end_to_end_on_the_devnet() {
+    let system = paying_system().await;
+    let customer = system.user("customer").await;
+    let performer = system.user("performer").await;
+    let deal = system.deal(customer, performer, "10").await;
+    let confirmed = system.act(deal, "confirm", performer).await;
+    assert_eq!(confirmed.body["status"], "waiting_for_payment", "{}", confirmed.text);
+
+    let (payment, address, token) = create_payment(&system, customer, "10").await;
+    let paid = system.pay_with_sdk(&token, &address, 10_000_000).await;
+    assert_eq!(paid["result"], "SUCCESS");
+
+    let done = system
+        .payment_until(payment, Duration::from_secs(60), |p| p["status"] == "success")
+        .await;
+    assert_eq!(done["received"], "10.000000");
+    assert_eq!(
+        done["deposits"],
+        json!([{
+            "txid": paid["txid"],
+            "log_index": 0,
+            "amount": "10.000000",
+            "block_number": paid["block_number"],
+            "late": false,
+        }])
+    );
+    assert_eq!(system.deal_status(deal).await, "confirmed");
+    assert_eq!(system.balance(customer).await, ("0.000000".into(), "10.000000".into()));
+
+    let closed = system.act(deal, "close", customer).await;
+    assert_eq!(closed.body["status"], "close", "{}", closed.text);
+    assert_eq!(system.balance(performer).await, ("10.000000".into(), "0.000000".into()));
+
+    system.settle().await;
+    let events = system.events().await;
+    let count = |kind: &str| events.iter().filter(|(_, e)| e["type"] == kind).count();
+    for kind in [
+        "payment.created",
+        "payment.received",
+        "payment.succeeded",
+        "deal.funded",
+    ] {
+        assert_eq!(count(kind), 1, "{kind} once");
+    }
+    let document = support::asyncapi();
+    for (_, event) in &events {
+        let violations = support::event_violations(&document, event);
+        assert!(violations.is_empty(), "{event}: {violations:?}");
+    }
+    assert!(support::sequence_violations(&events).is_empty());
+    system.assert_invariants().await;
 }

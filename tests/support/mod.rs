@@ -45,6 +45,8 @@ pub struct System {
     vars: Vec<(String, String)>,
     pub data_dir: tempfile::TempDir,
     pub child: Child,
+    /// The base URL of the devnet `up` runs.
+    pub devnet: String,
 }
 
 impl System {
@@ -57,10 +59,11 @@ impl System {
         let (db, nats) = tokio::join!(TestDb::new(), TestNats::start());
         let data_dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let devnet = format!("127.0.0.1:{}", free_port());
         let log = std::fs::File::create(data_dir.path().join("guarantor.log")).unwrap();
         let child = command(db.url().expose_secret(), &nats.url_string(), data_dir.path())
             .env("GUARANTOR_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("GUARANTOR_DEVNET_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("GUARANTOR_DEVNET_ADDR", &devnet)
             .envs(vars.iter().copied())
             .args(args)
             .stdout(Stdio::null())
@@ -76,6 +79,7 @@ impl System {
             vars: vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             data_dir,
             child,
+            devnet: format!("http://{devnet}"),
         };
         system.wait_until_healthy().await;
         if args.first() != Some(&"up") {
@@ -349,6 +353,48 @@ impl System {
     }
 
     /// The ledger's invariants 1–4, checked from the database.
+    /// Pays `units` (base units) of `token` to `to` from the devnet's genesis account with tronpy, as
+    /// a customer's wallet would; returns tronpy's `{"txid", "block_number", "result"}`.
+    pub async fn pay_with_sdk(&self, token: &str, to: &str, units: u64) -> Value {
+        let python =
+            tokio::task::spawn_blocking(|| guarantor_testkit::tronpy_python(Path::new(env!("CARGO_TARGET_TMPDIR"))))
+                .await
+                .unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/pay.py");
+        let output = Command::new(python)
+            .arg(script)
+            .args([
+                self.devnet.as_str(),
+                guarantor_tron_devnet::GENESIS_PRIVATE_KEY,
+                token,
+                to,
+                &units.to_string(),
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "tronpy failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// Reads payment `id` until `done` holds for it (or fails after `within`).
+    pub async fn payment_until(&self, id: i64, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let answer = self.get(&format!("/api/v1/payment/{id}")).send().await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+            if done(&answer.body) {
+                return answer.body;
+            }
+            assert!(Instant::now() < deadline, "payment {id} is still {}", answer.body);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn assert_invariants(&self) {
         let violations = guarantor_ledger::reconcile::check(&self.db.pool).await.unwrap();
         assert!(violations.is_empty(), "invariants violated: {violations:?}");

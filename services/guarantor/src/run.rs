@@ -167,7 +167,14 @@ async fn run_part(part: Part, infra: Infra, config: Arc<Config>, shutdown: Cance
             };
             guarantor_ledger::run(infra.pool, infra.nats, settings, shutdown).await?
         }
-        Part::Scanner => guarantor_payment_scanner::run(shutdown).await,
+        Part::Scanner => {
+            let reader = guarantor_tron::solid::SolidReader::new(node_client(&config)?, config.tron.usdt_contract);
+            let settings = guarantor_payment_scanner::ScannerSettings {
+                interval: Duration::from_secs(config.scan_interval_secs),
+            };
+            let js = guarantor_messaging::jetstream(&infra.nats);
+            guarantor_payment_scanner::run(infra.pool, js, reader, settings, shutdown).await?
+        }
         Part::Sweeper => guarantor_sweeper::run(shutdown).await,
         Part::Devnet => {
             let args = DevnetArgs {
@@ -182,6 +189,18 @@ async fn run_part(part: Part, infra: Infra, config: Arc<Config>, shutdown: Cance
     }
     tracing::info!(part = part.name(), "stopped");
     Ok(())
+}
+
+/// The TRON node the services use: `GUARANTOR_TRON_NODE_URL`, else the local devnet.
+fn node_client(config: &Config) -> anyhow::Result<guarantor_tron::client::NodeClient> {
+    let url = config
+        .tron
+        .node_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.devnet.addr));
+    let mut node = guarantor_tron::client::NodeConfig::new(url);
+    node.api_key = config.tron.api_key.as_ref().map(|key| key.expose_secret().to_owned());
+    Ok(guarantor_tron::client::NodeClient::new(node)?)
 }
 
 /// On the first start, creates the dev tenant with a platform, an arbiter and an admin key and prints

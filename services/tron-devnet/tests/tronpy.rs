@@ -2,8 +2,7 @@
 //! implementation from PyPI, installed here into a virtualenv of the test's own) builds, signs and
 //! broadcasts a TRX and a TRC-20 transfer and reads the balances back.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use guarantor_tron::client::{NodeClient, NodeConfig};
@@ -11,37 +10,12 @@ use guarantor_tron_devnet::{DevnetConfig, GENESIS_PRIVATE_KEY};
 use tokio_util::sync::CancellationToken;
 
 const USDT: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
-const TRONPY: &str = "tronpy==0.6.2";
-
-/// A virtualenv with tronpy, created once per target directory.
-fn tronpy_python() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tronpy-venv");
-    let python = venv.join("bin").join("python");
-    let ready = python.exists()
-        && Command::new(&python)
-            .args(["-c", "import tronpy"])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !ready {
-        let created = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .expect("python3 is installed");
-        assert!(created.success(), "python3 -m venv failed");
-        let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", TRONPY])
-            .status()
-            .expect("pip runs");
-        assert!(installed.success(), "pip install {TRONPY} failed");
-    }
-    python
-}
-
 #[tokio::test]
 async fn tronpy_sends_trx_and_usdt_through_the_devnet_and_reads_the_balances() {
-    let python = tokio::task::spawn_blocking(tronpy_python).await.unwrap();
+    let python =
+        tokio::task::spawn_blocking(|| guarantor_testkit::tronpy_python(Path::new(env!("CARGO_TARGET_TMPDIR"))))
+            .await
+            .unwrap();
     let stop = CancellationToken::new();
     let config = DevnetConfig {
         addr: "127.0.0.1:0".parse().unwrap(),

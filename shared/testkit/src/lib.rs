@@ -192,3 +192,34 @@ pub fn free_port() -> u16 {
         .map(|addr| addr.port())
         .expect("bind an ephemeral port")
 }
+
+/// The version of tronpy (an independent TRON implementation, from PyPI) the tests drive the devnet
+/// with, as a client would.
+pub const TRONPY: &str = "tronpy==0.6.2";
+
+/// The python of a virtualenv with tronpy, created once under `dir` (a test's `CARGO_TARGET_TMPDIR`).
+pub fn tronpy_python(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::process::Command;
+    let venv = dir.join("tronpy-venv");
+    let python = venv.join("bin").join("python");
+    let ready = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import tronpy"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ready {
+        let created = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .expect("python3 is installed");
+        assert!(created.success(), "python3 -m venv failed");
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", TRONPY])
+            .status()
+            .expect("pip runs");
+        assert!(installed.success(), "pip install {TRONPY} failed");
+    }
+    python
+}

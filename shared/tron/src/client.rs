@@ -2,6 +2,7 @@
 //! TRC-20 listing: a client-side rate limit, timeouts, and retries with exponential backoff and jitter
 //! on 429, 403, 5xx, timeouts and connection failures. Errors say whether they are transient.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use tokio::sync::Mutex;
 use crate::tx::{self, ExpectedTrc20Transfer, SignedTransaction, TxHeader};
 use crate::{abi, TronAddress};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NodeConfig {
     /// Base URL of the node, e.g. `https://api.trongrid.io` or the devnet's `http://127.0.0.1:8090`.
     pub base_url: String,
@@ -22,6 +23,19 @@ pub struct NodeConfig {
     pub timeout: Duration,
     /// Retries of a transient failure before giving up.
     pub max_retries: u32,
+}
+
+/// The API key never shows.
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[REDACTED]"))
+            .field("rate_limit_rps", &self.rate_limit_rps)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
 }
 
 impl NodeConfig {
@@ -126,6 +140,8 @@ pub struct NodeClient {
     http: reqwest::Client,
     config: NodeConfig,
     next_slot: Arc<Mutex<Instant>>,
+    /// Requests sent (retries included), for the callers' cost reports.
+    sent: Arc<AtomicU64>,
 }
 
 fn unexpected(what: impl std::fmt::Display) -> NodeError {
@@ -244,7 +260,13 @@ impl NodeClient {
             http,
             config,
             next_slot: Arc::new(Mutex::new(Instant::now())),
+            sent: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Requests this client (and its clones) sent so far, retries included.
+    pub fn requests(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Waits for this client's next request slot.
@@ -265,6 +287,7 @@ impl NodeClient {
 
     async fn once(&self, path: &str, body: Option<&Value>) -> Result<Value, NodeError> {
         self.throttle().await;
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let url = format!("{}{path}", self.config.base_url);
         let mut request = match body {
             Some(body) => self.http.post(url).json(body),
@@ -568,4 +591,20 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_key_never_shows_in_debug_output() {
+        let mut config = NodeConfig::new("https://api.trongrid.io");
+        config.api_key = Some("key-very-secret".into());
+        let client = NodeClient::new(config.clone()).unwrap();
+        for debug in [format!("{config:?}"), format!("{client:?}")] {
+            assert!(!debug.contains("key-very-secret"), "{debug}");
+            assert!(debug.contains("REDACTED"), "{debug}");
+        }
+    }
 }

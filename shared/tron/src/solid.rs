@@ -172,6 +172,11 @@ impl SolidReader {
         &self.token
     }
 
+    /// Requests sent to the node so far (retries included).
+    pub fn requests(&self) -> u64 {
+        self.node.requests()
+    }
+
     /// The number of the newest solidified block.
     pub async fn head(&self) -> Result<u64, NodeError> {
         let block: BlockJson = parse(
