@@ -200,6 +200,7 @@ fn node_client(config: &Config) -> anyhow::Result<guarantor_tron::client::NodeCl
         .unwrap_or_else(|| format!("http://{}", config.devnet.addr));
     let mut node = guarantor_tron::client::NodeConfig::new(url);
     node.api_key = config.tron.api_key.as_ref().map(|key| key.expose_secret().to_owned());
+    node.rate_limit_rps = config.tron.rate_limit_rps;
     Ok(guarantor_tron::client::NodeClient::new(node)?)
 }
 

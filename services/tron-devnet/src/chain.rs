@@ -1,8 +1,11 @@
-//! The devnet's chain: accounts with TRX, one TRC-20 token, blocks, transactions and their receipts.
+//! The devnet's chain: accounts with TRX, two TRC-20 tokens (the USDT-like one and a look-alike with
+//! the same name, symbol and decimals at another address), blocks, transactions and their receipts.
+//! The state after each unsolidified block is kept, so solidified reads see the solidified state and
+//! a reorganisation can replace the newest unsolidified blocks.
 //! Transactions are validated when broadcast (signature, expiration, TaPoS, duplicates, bandwidth) and
 //! executed when a block includes them, charging bandwidth and energy and burning TRX as TRON does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use guarantor_tron::abi::{self, TransferLog};
 use guarantor_tron::proto::{
@@ -116,15 +119,71 @@ fn refused(code: &'static str, message: impl Into<String>) -> Refused {
     }
 }
 
+/// Balances as of the end of one block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub number: i64,
+    pub accounts: BTreeMap<TronAddress, Account>,
+    pub usdt: BTreeMap<TronAddress, u64>,
+    pub lookalike: BTreeMap<TronAddress, u64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Chain {
     pub blocks: Vec<Block>,
     pub accounts: BTreeMap<TronAddress, Account>,
     pub token: Token,
+    /// Same name, symbol and decimals as `token`, another address: never to be credited as USDT.
+    #[serde(default = "lookalike_token")]
+    pub lookalike: Token,
     pub txs: HashMap<String, TxRecord>,
     pub pending: Vec<String>,
     pub solidify_lag: i64,
+    /// The state after each block from the solidified head to the head, oldest first.
+    #[serde(default)]
+    pub history: VecDeque<Snapshot>,
+    /// Token transfers by the addresses they involve, oldest first (TronGrid's listing reads it
+    /// instead of scanning the chain); rebuilt from the blocks when a chain is loaded.
+    #[serde(skip)]
+    pub index: HashMap<TronAddress, Vec<Indexed>>,
+    /// A stalled solidified head (a fault): solidification does not pass this block.
+    #[serde(skip)]
+    pub solid_cap: Option<i64>,
 }
+
+/// A token transfer in the address index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Indexed {
+    pub block: i64,
+    pub timestamp: i64,
+    pub txid: String,
+    pub contract: TronAddress,
+    pub from: TronAddress,
+    pub to: TronAddress,
+    pub amount: u64,
+}
+
+/// The look-alike token's address: a fixed, documented dev-only contract.
+pub fn lookalike_address() -> TronAddress {
+    let digest = sha3::Keccak256::digest(b"guarantor devnet look-alike USDT");
+    let mut evm = [0u8; 20];
+    evm.copy_from_slice(&digest[12..]);
+    TronAddress::from_evm(evm)
+}
+
+fn lookalike_token() -> Token {
+    Token {
+        address: lookalike_address(),
+        name: "Tether USD".into(),
+        symbol: "USDT".into(),
+        decimals: 6,
+        balances: BTreeMap::from([(genesis_key().address(), GENESIS_USDT_UNITS)]),
+    }
+}
+
+/// Why a reorganisation was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReorgRefused(pub String);
 
 /// What a contract parameter is, decoded.
 #[derive(Debug)]
@@ -201,7 +260,7 @@ impl Chain {
             timestamp: now_ms,
             txids: Vec::new(),
         };
-        Self {
+        let mut chain = Self {
             blocks: vec![block],
             accounts,
             token: Token {
@@ -211,10 +270,133 @@ impl Chain {
                 decimals: 6,
                 balances: BTreeMap::from([(genesis, GENESIS_USDT_UNITS)]),
             },
+            lookalike: lookalike_token(),
             txs: HashMap::new(),
             pending: Vec::new(),
             solidify_lag,
+            history: VecDeque::new(),
+            index: HashMap::new(),
+            solid_cap: None,
+        };
+        chain.remember();
+        chain
+    }
+
+    /// Adds the token transfers of `block` to the address index.
+    fn index_block(&mut self, block: &Block) {
+        for txid in &block.txids {
+            let Some(receipt) = self.txs.get(txid).and_then(|r| r.receipt.as_ref()) else {
+                continue;
+            };
+            for log in &receipt.logs {
+                let (Some(transfer), Some(contract)) = (decode_log(log), log_contract(log)) else {
+                    continue;
+                };
+                let entry = Indexed {
+                    block: block.number,
+                    timestamp: block.timestamp,
+                    txid: txid.clone(),
+                    contract,
+                    from: transfer.from,
+                    to: transfer.to,
+                    amount: transfer.amount,
+                };
+                for address in [transfer.from, transfer.to] {
+                    self.index.entry(address).or_default().push(entry.clone());
+                }
+            }
         }
+    }
+
+    /// Builds the address index from the blocks (after loading a chain or a reorganisation).
+    pub fn rebuild_index(&mut self) {
+        self.index.clear();
+        let blocks = std::mem::take(&mut self.blocks);
+        for block in &blocks {
+            self.index_block(block);
+        }
+        self.blocks = blocks;
+    }
+
+    /// The token deployed at `contract`, if any.
+    pub fn token_at(&self, contract: &TronAddress) -> Option<&Token> {
+        [&self.token, &self.lookalike]
+            .into_iter()
+            .find(|token| token.address == *contract)
+    }
+
+    fn token_at_mut(&mut self, contract: &TronAddress) -> Option<&mut Token> {
+        [&mut self.token, &mut self.lookalike]
+            .into_iter()
+            .find(|token| token.address == *contract)
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            number: self.head().number,
+            accounts: self.accounts.clone(),
+            usdt: self.token.balances.clone(),
+            lookalike: self.lookalike.balances.clone(),
+        }
+    }
+
+    /// Records the state after the head block and forgets what is older than the solidified head.
+    fn remember(&mut self) {
+        let snapshot = self.snapshot();
+        self.history.push_back(snapshot);
+        let solid = self.solid_head().number;
+        while self.history.front().is_some_and(|s| s.number < solid) {
+            self.history.pop_front();
+        }
+    }
+
+    /// The state as of the solidified head; the current state when no older one is kept (a chain
+    /// loaded without history, until it produced `solidify_lag` blocks).
+    fn solid_state(&self) -> Option<&Snapshot> {
+        let solid = self.solid_head().number;
+        self.history.iter().find(|s| s.number == solid)
+    }
+
+    /// The TRX account of `address`, as of the head or the solidified head.
+    pub fn account(&self, address: &TronAddress, solid: bool) -> Option<&Account> {
+        match self.solid_state().filter(|_| solid) {
+            Some(state) => state.accounts.get(address),
+            None => self.accounts.get(address),
+        }
+    }
+
+    /// Replaces the newest `depth` blocks (all unsolidified) with as many new ones that leave out
+    /// their transactions, which are forgotten. Returns the dropped txids and the new head.
+    pub fn reorg(&mut self, depth: i64, now_ms: i64) -> Result<(Vec<String>, i64), ReorgRefused> {
+        let head = self.head().number;
+        let solid = self.solid_head().number;
+        if depth < 1 || head - depth < solid {
+            return Err(ReorgRefused(format!(
+                "depth {depth} reaches below the solidified head {solid} (head {head})"
+            )));
+        }
+        let fork = head - depth;
+        let Some(base) = self.history.iter().find(|s| s.number == fork).cloned() else {
+            return Err(ReorgRefused(format!("the state after block {fork} is not kept")));
+        };
+        let cut = usize::try_from(fork + 1).unwrap_or(usize::MAX);
+        let dropped: Vec<String> = self.blocks.drain(cut..).flat_map(|block| block.txids).collect();
+        for txid in &dropped {
+            self.txs.remove(txid);
+        }
+        self.accounts = base.accounts;
+        self.token.balances = base.usdt;
+        self.lookalike.balances = base.lookalike;
+        self.history.retain(|s| s.number <= fork);
+        self.rebuild_index();
+        // The dropped transactions are gone; what was pending waits for the next regular block.
+        let pending = std::mem::take(&mut self.pending);
+        let mut new_head = fork;
+        for _ in 0..depth {
+            new_head = self.produce_block(now_ms);
+        }
+        self.pending = pending;
+        Ok((dropped, new_head))
     }
 
     pub fn head(&self) -> &Block {
@@ -223,7 +405,8 @@ impl Chain {
 
     /// The newest irreversible block: `solidify_lag` blocks behind the head.
     pub fn solid_head(&self) -> &Block {
-        let number = (self.head().number - self.solidify_lag).max(0);
+        let lagging = (self.head().number - self.solidify_lag).max(0);
+        let number = self.solid_cap.map_or(lagging, |cap| cap.min(lagging));
         &self.blocks[usize::try_from(number).unwrap_or(0)]
     }
 
@@ -235,33 +418,18 @@ impl Chain {
         number <= self.solid_head().number
     }
 
-    /// Token balances as of the solidified head: current balances minus what later blocks moved.
-    pub fn token_balance(&self, owner: &TronAddress, solid: bool) -> u64 {
-        let now = self.token.balances.get(owner).copied().unwrap_or(0);
-        if !solid {
-            return now;
-        }
-        let solid_number = self.solid_head().number;
-        let mut balance = i128::from(now);
-        for block in self.blocks.iter().filter(|b| b.number > solid_number) {
-            for log in block
-                .txids
-                .iter()
-                .filter_map(|id| self.txs.get(id))
-                .filter_map(|r| r.receipt.as_ref())
-                .flat_map(|r| &r.logs)
-            {
-                if let Some(transfer) = decode_log(log) {
-                    if transfer.to == *owner {
-                        balance -= i128::from(transfer.amount);
-                    }
-                    if transfer.from == *owner {
-                        balance += i128::from(transfer.amount);
-                    }
-                }
-            }
-        }
-        u64::try_from(balance).unwrap_or(0)
+    /// `owner`'s balance of the token at `contract`, as of the head or the solidified head.
+    pub fn token_balance(&self, contract: &TronAddress, owner: &TronAddress, solid: bool) -> u64 {
+        let solid_state = self.solid_state().filter(|_| solid);
+        let balances = match (solid_state, contract == &self.lookalike.address) {
+            (Some(state), false) => &state.usdt,
+            (Some(state), true) => &state.lookalike,
+            (None, _) => match self.token_at(contract) {
+                Some(token) => &token.balances,
+                None => return 0,
+            },
+        };
+        balances.get(owner).copied().unwrap_or(0)
     }
 
     /// Validates a signed transaction and queues it for the next block.
@@ -335,7 +503,7 @@ impl Chain {
                 }
             }
             Action::Trigger(call) => {
-                if address(&call.contract_address)? != self.token.address {
+                if self.token_at(&address(&call.contract_address)?).is_none() {
                     return Err(refused(
                         "CONTRACT_VALIDATE_ERROR",
                         "No contract or not a smart contract",
@@ -420,6 +588,10 @@ impl Chain {
             timestamp,
             txids: included,
         });
+        if let Some(block) = self.blocks.last().cloned() {
+            self.index_block(&block);
+        }
+        self.remember();
         number
     }
 
@@ -481,15 +653,16 @@ impl Chain {
             Action::Trigger(call) => {
                 let owner = address(&call.owner_address).ok()?;
                 let (net_usage, net_fee) = self.charge_bandwidth(&owner, size, now_ms)?;
+                let contract = address(&call.contract_address).ok()?;
                 let mut receipt = Receipt {
                     net_usage,
                     net_fee,
-                    contract_address: Some(self.token.address.to_hex()),
+                    contract_address: Some(contract.to_hex()),
                     ..Receipt::default()
                 };
                 let balance = self.accounts.get(&owner)?.balance;
                 let energy_limit = raw.fee_limit.min(balance) / ENERGY_FEE_SUN;
-                let (outcome, energy) = self.simulate_transfer(&owner, &call.data);
+                let (outcome, energy) = self.simulate_transfer(&contract, &owner, &call.data);
                 let (result, energy) = if energy > energy_limit {
                     ("OUT_OF_ENERGY", energy_limit)
                 } else {
@@ -503,15 +676,16 @@ impl Chain {
                 receipt.result = Some(result.to_owned());
                 if result == "SUCCESS" {
                     let (to, amount) = abi::decode_transfer(&call.data).ok()?;
-                    *self.token.balances.entry(owner).or_default() -= amount;
-                    *self.token.balances.entry(to).or_default() += amount;
+                    let token = self.token_at_mut(&contract)?;
+                    *token.balances.entry(owner).or_default() -= amount;
+                    *token.balances.entry(to).or_default() += amount;
                     let (topics, data) = abi::encode_transfer_log(&TransferLog {
                         from: owner,
                         to,
                         amount,
                     });
                     receipt.logs.push(Log {
-                        address: hex::encode(self.token.address.evm_bytes()),
+                        address: hex::encode(contract.evm_bytes()),
                         topics: topics.iter().map(hex::encode).collect(),
                         data: hex::encode(data),
                     });
@@ -529,11 +703,11 @@ impl Chain {
         }
     }
 
-    /// What a token call would do: (SUCCESS or REVERT, energy it needs).
-    pub fn simulate_transfer(&self, owner: &TronAddress, data: &[u8]) -> (&'static str, i64) {
+    /// What a call of the token at `contract` would do: (SUCCESS or REVERT, energy it needs).
+    pub fn simulate_transfer(&self, contract: &TronAddress, owner: &TronAddress, data: &[u8]) -> (&'static str, i64) {
         match abi::decode_transfer(data) {
-            Ok((to, amount)) if self.token_balance(owner, false) >= amount => {
-                let holds = self.token.balances.get(&to).is_some_and(|b| *b > 0);
+            Ok((to, amount)) if self.token_balance(contract, owner, false) >= amount => {
+                let holds = self.token_balance(contract, &to, false) > 0;
                 (
                     "SUCCESS",
                     if holds {
@@ -553,8 +727,9 @@ impl Chain {
         to: &TronAddress,
         trx_sun: Option<i64>,
         usdt_units: Option<u64>,
+        lookalike_units: Option<u64>,
         now_ms: i64,
-    ) -> Result<(Option<String>, Option<String>), Refused> {
+    ) -> Result<Faucet, Refused> {
         let key = genesis_key();
         let head = self.head().clone();
         let id: [u8; 32] = hex::decode(&head.id)
@@ -562,7 +737,7 @@ impl Chain {
             .and_then(|id| id.try_into().ok())
             .ok_or_else(|| refused("OTHER_ERROR", "bad head id"))?;
         let header = tx::TxHeader::from_block(head.number, &id, now_ms, 60_000);
-        let token = self.token.address;
+        let (token, lookalike) = (self.token.address, self.lookalike.address);
         let mut broadcast = |raw: TransactionRaw| {
             let signed = tx::sign(raw.encode_to_vec(), &key);
             let transaction = Transaction {
@@ -575,20 +750,32 @@ impl Chain {
         let trx = trx_sun
             .map(|sun| broadcast(tx::trx_transfer(&header, &key.address(), to, sun)))
             .transpose()?;
-        let usdt = usdt_units
-            .map(|units| {
-                broadcast(tx::trc20_transfer(
-                    &header,
-                    &key.address(),
-                    &token,
-                    to,
-                    units,
-                    100 * SUN_PER_TRX,
-                ))
-            })
-            .transpose()?;
-        Ok((trx, usdt))
+        let mut pay = |contract: &TronAddress, units: Option<u64>| {
+            units
+                .map(|units| {
+                    broadcast(tx::trc20_transfer(
+                        &header,
+                        &key.address(),
+                        contract,
+                        to,
+                        units,
+                        100 * SUN_PER_TRX,
+                    ))
+                })
+                .transpose()
+        };
+        let usdt = pay(&token, usdt_units)?;
+        let lookalike = pay(&lookalike, lookalike_units)?;
+        Ok(Faucet { trx, usdt, lookalike })
     }
+}
+
+/// The txids of a faucet's transfers.
+#[derive(Debug, Clone, Default)]
+pub struct Faucet {
+    pub trx: Option<String>,
+    pub usdt: Option<String>,
+    pub lookalike: Option<String>,
 }
 
 fn contract_name(action: &Action) -> &'static str {
@@ -596,6 +783,12 @@ fn contract_name(action: &Action) -> &'static str {
         Action::Transfer(_) => "TransferContract",
         Action::Trigger(_) => "TriggerSmartContract",
     }
+}
+
+/// The contract that emitted `log`.
+pub fn log_contract(log: &Log) -> Option<TronAddress> {
+    let evm: [u8; 20] = hex::decode(&log.address).ok()?.try_into().ok()?;
+    Some(TronAddress::from_evm(evm))
 }
 
 pub fn decode_log(log: &Log) -> Option<TransferLog> {

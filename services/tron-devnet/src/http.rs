@@ -21,12 +21,23 @@ use sha3::{Digest, Keccak256};
 use crate::chain::{self, Chain, Refused, SUN_PER_TRX};
 use crate::json;
 
-/// Node faults injected by tests through `/devnet/faults`.
+/// Node faults injected by tests through `/devnet/faults`. Each rate is the share of node requests
+/// (not `/devnet/*`) that fail that way.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
+    /// 503 with a plain-text body.
     pub error_rate: f64,
     pub latency_ms: u64,
+    /// More requests a second are answered 429.
     pub rate_limit_rps: u32,
+    /// HTTP 200 with java-tron's `{"Error": ...}`.
+    pub java_error_rate: f64,
+    /// The body cut in the middle (truncated JSON).
+    pub truncate_rate: f64,
+    /// `{}` for a transaction the node knows (`gettransactioninfobyid`, `gettransactionbyid`).
+    pub empty_transaction_rate: f64,
+    /// Every request answered 403 (a suspended API key) until then.
+    pub suspended_until: Option<Instant>,
     window: Option<(Instant, u32)>,
 }
 
@@ -45,6 +56,7 @@ pub struct Devnet {
     pub chain: Arc<Mutex<Chain>>,
     pub faults: Arc<Mutex<Faults>>,
     pub persist: Persist,
+    pub block_interval_ms: u64,
 }
 
 impl Devnet {
@@ -94,17 +106,16 @@ impl<S: Send + Sync> FromRequest<S> for Params {
     }
 }
 
+/// The query string's pairs, percent-decoded (`+` is a space), numbers and booleans typed.
 fn serde_urlencoded_pairs(query: &str) -> Map<String, Value> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
+    form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| {
-            let value = match v {
+            let value = match v.as_ref() {
                 "true" => json!(true),
                 "false" => json!(false),
-                _ => v.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(v)),
+                text => text.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(text)),
             };
-            (k.to_owned(), value)
+            (k.into_owned(), value)
         })
         .collect()
 }
@@ -162,7 +173,7 @@ pub fn router(devnet: Devnet) -> Router {
         .route("/wallet/getblockbyid", both(block_by_id))
         .route("/wallet/getnodeinfo", both(node_info))
         .route("/wallet/getaccount", both(account))
-        .route("/walletsolidity/getaccount", both(account))
+        .route("/walletsolidity/getaccount", both(solid_account))
         .route("/wallet/getaccountresource", both(account_resource))
         .route("/wallet/getaccountnet", both(account_resource))
         .route("/wallet/getchainparameters", both(chain_parameters))
@@ -189,12 +200,18 @@ pub fn router(devnet: Devnet) -> Router {
         .layer(from_fn_with_state(devnet.clone(), inject_faults))
         .route("/devnet/faucet", post(faucet))
         .route("/devnet/blocks", post(produce_blocks))
+        .route("/devnet/info", get(info))
+        .route("/devnet/reorg", post(reorg))
         .route("/devnet/faults", post(set_faults))
         .with_state(devnet)
 }
 
+fn chance(rate: f64) -> bool {
+    rate > 0.0 && rand::random::<f64>() < rate
+}
+
 async fn inject_faults(State(devnet): State<Devnet>, request: Request, next: Next) -> Response {
-    let (latency, fail, limited) = {
+    let (faults, limited) = {
         let mut faults = devnet.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let limited = faults.rate_limit_rps > 0 && {
             let now = Instant::now();
@@ -206,23 +223,48 @@ async fn inject_faults(State(devnet): State<Devnet>, request: Request, next: Nex
             *count += 1;
             *count > faults.rate_limit_rps
         };
-        let fail = faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate;
-        (faults.latency_ms, fail, limited)
+        (faults.clone(), limited)
     };
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    if faults.suspended_until.is_some_and(|until| Instant::now() < until) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "Error": "The key exceeds the frequency limit(15), and the query server is suspended for 30s" })),
+        )
+            .into_response();
     }
     if limited {
         return (
             StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
             Json(json!({ "Error": "rate limit exceeded" })),
         )
             .into_response();
     }
-    if fail {
+    if chance(faults.error_rate) {
         return (StatusCode::SERVICE_UNAVAILABLE, "injected fault").into_response();
     }
-    next.run(request).await
+    if chance(faults.java_error_rate) {
+        return java_error("org.tron.core.exception.TronException : SERVER_BUSY");
+    }
+    let path = request.uri().path().to_owned();
+    if (path.ends_with("/gettransactioninfobyid") || path.ends_with("/gettransactionbyid"))
+        && chance(faults.empty_transaction_rate)
+    {
+        return Json(json!({})).into_response();
+    }
+    let response = next.run(request).await;
+    if chance(faults.truncate_rate) {
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+        let cut = bytes.slice(..bytes.len() / 2);
+        let mut parts = parts;
+        parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+        return Response::from_parts(parts, axum::body::Body::from(cut));
+    }
+    response
 }
 
 async fn now_block(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
@@ -292,23 +334,23 @@ async fn node_info(State(devnet): State<Devnet>) -> Json<Value> {
     }))
 }
 
-async fn account(State(devnet): State<Devnet>, Params(p): Params) -> Response {
-    let address = match address_param(&p, "address") {
+fn account_at(devnet: &Devnet, p: &Value, solid: bool) -> Response {
+    let address = match address_param(p, "address") {
         Ok(address) => address,
         Err(problem) => return problem.into_response(),
     };
     let chain = devnet.chain();
-    let Some(account) = chain.accounts.get(&address) else {
+    let Some(account) = chain.account(&address, solid) else {
         return Json(json!({})).into_response();
     };
     let mut out = json!({
-        "address": json::address(address.as_bytes(), visible(&p)),
+        "address": json::address(address.as_bytes(), visible(p)),
         "create_time": account.create_time,
         "account_resource": {},
         "owner_permission": {
             "permission_name": "owner",
             "threshold": 1,
-            "keys": [{ "address": json::address(address.as_bytes(), visible(&p)), "weight": 1 }],
+            "keys": [{ "address": json::address(address.as_bytes(), visible(p)), "weight": 1 }],
         },
     });
     if account.balance != 0 {
@@ -317,11 +359,25 @@ async fn account(State(devnet): State<Devnet>, Params(p): Params) -> Response {
     if account.free_net_used != 0 {
         out["free_net_usage"] = json!(account.free_net_used);
     }
-    let token_balance = chain.token_balance(&address, false);
-    if token_balance > 0 {
-        out["trc20"] = json!([{ chain.token.address.to_base58(): token_balance.to_string() }]);
+    let held: Vec<Value> = [&chain.token, &chain.lookalike]
+        .into_iter()
+        .filter_map(|token| {
+            let balance = chain.token_balance(&token.address, &address, solid);
+            (balance > 0).then(|| json!({ token.address.to_base58(): balance.to_string() }))
+        })
+        .collect();
+    if !held.is_empty() {
+        out["trc20"] = json!(held);
     }
     Json(out).into_response()
+}
+
+async fn account(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    account_at(&devnet, &p, false)
+}
+
+async fn solid_account(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    account_at(&devnet, &p, true)
 }
 
 async fn account_resource(State(devnet): State<Devnet>, Params(p): Params) -> Response {
@@ -409,27 +465,27 @@ fn constant(devnet: &Devnet, p: &Value, solid: bool) -> Response {
         Err(problem) => return problem.into_response(),
     };
     let chain = devnet.chain();
-    if contract != chain.token.address {
+    let Some(token) = chain.token_at(&contract) else {
         return Json(json!({ "result": { "code": "CONTRACT_VALIDATE_ERROR", "message": hex::encode("No contract or not a smart contract") } })).into_response();
-    }
+    };
     let selector: [u8; 4] = data.get(..4).and_then(|s| s.try_into().ok()).unwrap_or_default();
     let (result, energy, outcome) = match selector {
         abi::BALANCE_OF_SELECTOR => match abi::decode_balance_of(&data) {
-            Ok(who) => (word(chain.token_balance(&who, solid)), 2_500, "SUCCESS"),
+            Ok(who) => (word(chain.token_balance(&contract, &who, solid)), 2_500, "SUCCESS"),
             Err(_) => (String::new(), 500, "REVERT"),
         },
         abi::TRANSFER_SELECTOR => {
-            let (outcome, energy) = chain.simulate_transfer(&owner, &data);
+            let (outcome, energy) = chain.simulate_transfer(&contract, &owner, &data);
             (
                 if outcome == "SUCCESS" { word(1) } else { String::new() },
                 energy,
                 outcome,
             )
         }
-        [0x31, 0x3c, 0xe5, 0x67] => (word(u64::from(chain.token.decimals)), 300, "SUCCESS"),
-        [0x06, 0xfd, 0xde, 0x03] => (string_result(&chain.token.name), 800, "SUCCESS"),
-        [0x95, 0xd8, 0x9b, 0x41] => (string_result(&chain.token.symbol), 800, "SUCCESS"),
-        [0x18, 0x16, 0x0d, 0xdd] => (word(chain.token.balances.values().sum()), 500, "SUCCESS"),
+        [0x31, 0x3c, 0xe5, 0x67] => (word(u64::from(token.decimals)), 300, "SUCCESS"),
+        [0x06, 0xfd, 0xde, 0x03] => (string_result(&token.name), 800, "SUCCESS"),
+        [0x95, 0xd8, 0x9b, 0x41] => (string_result(&token.symbol), 800, "SUCCESS"),
+        [0x18, 0x16, 0x0d, 0xdd] => (word(token.balances.values().sum()), 500, "SUCCESS"),
         _ => (String::new(), 300, "REVERT"),
     };
     let mut out = json!({ "energy_used": energy, "constant_result": [result] });
@@ -450,11 +506,15 @@ async fn solid_constant_call(State(devnet): State<Devnet>, Params(p): Params) ->
 }
 
 async fn estimate_energy(State(devnet): State<Devnet>, Params(p): Params) -> Response {
-    let (owner, data) = match (address_param(&p, "owner_address"), call_data(&p)) {
-        (Ok(owner), Ok(data)) => (owner, data),
-        (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
+    let (owner, contract, data) = match (
+        address_param(&p, "owner_address"),
+        address_param(&p, "contract_address"),
+        call_data(&p),
+    ) {
+        (Ok(owner), Ok(contract), Ok(data)) => (owner, contract, data),
+        (Err(problem), _, _) | (_, Err(problem), _) | (_, _, Err(problem)) => return problem.into_response(),
     };
-    let (outcome, energy) = devnet.chain().simulate_transfer(&owner, &data);
+    let (outcome, energy) = devnet.chain().simulate_transfer(&contract, &owner, &data);
     if outcome == "SUCCESS" {
         Json(json!({ "result": { "result": true }, "energy_required": energy })).into_response()
     } else {
@@ -497,7 +557,7 @@ async fn trigger_smart_contract(State(devnet): State<Devnet>, Params(p): Params)
         Err(problem) => return problem.into_response(),
     };
     let chain = devnet.chain();
-    if contract != chain.token.address {
+    if chain.token_at(&contract).is_none() {
         return Json(json!({ "result": { "code": "CONTRACT_VALIDATE_ERROR", "message": hex::encode("No contract or not a smart contract") } })).into_response();
     }
     let mut raw = tx::contract_call(
@@ -685,11 +745,11 @@ fn trc20_abi() -> Value {
     ]})
 }
 
-fn smart_contract(chain: &Chain, visible: bool) -> Value {
+fn smart_contract(contract: &TronAddress, visible: bool) -> Value {
     let genesis = chain::genesis_key().address();
     json!({
         "origin_address": json::address(genesis.as_bytes(), visible),
-        "contract_address": json::address(chain.token.address.as_bytes(), visible),
+        "contract_address": json::address(contract.as_bytes(), visible),
         "abi": trc20_abi(),
         "bytecode": "",
         "consume_user_resource_percent": 100,
@@ -702,7 +762,7 @@ fn smart_contract(chain: &Chain, visible: bool) -> Value {
 async fn contract(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
     let chain = devnet.chain();
     match p["value"].as_str().and_then(|v| v.parse::<TronAddress>().ok()) {
-        Some(address) if address == chain.token.address => Json(smart_contract(&chain, visible(&p))),
+        Some(address) if chain.token_at(&address).is_some() => Json(smart_contract(&address, visible(&p))),
         _ => Json(json!({})),
     }
 }
@@ -710,15 +770,17 @@ async fn contract(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value
 async fn contract_info(State(devnet): State<Devnet>, Params(p): Params) -> Json<Value> {
     let chain = devnet.chain();
     match p["value"].as_str().and_then(|v| v.parse::<TronAddress>().ok()) {
-        Some(address) if address == chain.token.address => Json(json!({
+        Some(address) if chain.token_at(&address).is_some() => Json(json!({
             "runtimecode": "",
-            "smart_contract": smart_contract(&chain, visible(&p)),
+            "smart_contract": smart_contract(&address, visible(&p)),
             "contract_state": { "energy_usage": 0, "energy_factor": 0, "update_cycle": 0 },
         })),
         _ => Json(json!({})),
     }
 }
 
+/// TronGrid's `/v1/accounts/{address}/transactions/trc20`: the address's token transfers, newest
+/// first, from the address index, a page at a time (`meta.fingerprint` names the next page).
 async fn trc20_transfers(
     State(devnet): State<Devnet>,
     Path(address): Path<String>,
@@ -741,47 +803,70 @@ async fn trc20_transfers(
         .get("min_timestamp")
         .and_then(|t| t.parse::<i64>().ok())
         .unwrap_or(0);
+    let skip = match query.get("fingerprint").map(|f| f.parse::<usize>()) {
+        None => 0,
+        Some(Ok(skip)) => skip,
+        Some(Err(_)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "success": false, "error": "invalid fingerprint" })),
+            )
+                .into_response()
+        }
+    };
+    let contract = match query.get("contract_address").map(|c| c.parse::<TronAddress>()) {
+        None => None,
+        Some(Ok(contract)) => Some(contract),
+        Some(Err(_)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "success": false, "error": "invalid contract_address" })),
+            )
+                .into_response()
+        }
+    };
     let chain = devnet.chain();
-    let token = chain.token.address;
-    if query
-        .get("contract_address")
-        .is_some_and(|c| c.parse::<TronAddress>().ok() != Some(token))
-    {
-        return Json(json!({ "data": [], "success": true, "meta": { "at": Devnet::now_ms(), "page_size": 0 } }))
-            .into_response();
-    }
+    let matching = chain
+        .index
+        .get(&address)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .filter(|entry| !flag("only_confirmed") || chain.is_solid(entry.block))
+        .filter(|entry| entry.timestamp >= min_timestamp)
+        .filter(|entry| contract.is_none_or(|c| c == entry.contract))
+        .filter(|entry| !flag("only_to") || entry.to == address)
+        .filter(|entry| !flag("only_from") || entry.from == address);
     let mut data = Vec::new();
-    for block in chain.blocks.iter().rev() {
-        if (flag("only_confirmed") && !chain.is_solid(block.number)) || block.timestamp < min_timestamp {
+    let mut more = false;
+    for entry in matching.skip(skip) {
+        if data.len() == limit {
+            more = true;
+            break;
+        }
+        let Some(token) = chain.token_at(&entry.contract) else {
             continue;
-        }
-        for txid in block.txids.iter().rev() {
-            let Some(receipt) = chain.txs.get(txid).and_then(|r| r.receipt.as_ref()) else {
-                continue;
-            };
-            for log in &receipt.logs {
-                let Some(transfer) = chain::decode_log(log) else {
-                    continue;
-                };
-                let involved = transfer.to == address || (!flag("only_to") && transfer.from == address);
-                if involved && !(flag("only_from") && transfer.from != address) {
-                    data.push(json!({
-                        "transaction_id": txid,
-                        "token_info": { "symbol": chain.token.symbol, "address": token.to_base58(), "decimals": chain.token.decimals, "name": chain.token.name },
-                        "block_timestamp": block.timestamp,
-                        "from": transfer.from.to_base58(),
-                        "to": transfer.to.to_base58(),
-                        "type": "Transfer",
-                        "value": transfer.amount.to_string(),
-                    }));
-                }
-            }
-        }
+        };
+        data.push(json!({
+            "transaction_id": entry.txid,
+            "token_info": { "symbol": token.symbol, "address": token.address.to_base58(), "decimals": token.decimals, "name": token.name },
+            "block_timestamp": entry.timestamp,
+            "from": entry.from.to_base58(),
+            "to": entry.to.to_base58(),
+            "type": "Transfer",
+            "value": entry.amount.to_string(),
+        }));
     }
-    data.truncate(limit);
     let size = data.len();
-    Json(json!({ "data": data, "success": true, "meta": { "at": Devnet::now_ms(), "page_size": size } }))
-        .into_response()
+    let mut meta = json!({ "at": Devnet::now_ms(), "page_size": size });
+    if more {
+        let next = skip + size;
+        meta["fingerprint"] = json!(next.to_string());
+        meta["links"] =
+            json!({ "next": format!("/v1/accounts/{}/transactions/trc20?fingerprint={next}", address.to_base58()) });
+    }
+    Json(json!({ "data": data, "success": true, "meta": meta })).into_response()
 }
 
 /// Whole units as a decimal string (at most 6 decimals) → base units.
@@ -813,21 +898,25 @@ async fn faucet(State(devnet): State<Devnet>, Params(p): Params) -> Response {
             _ => Err(Problem::BadRequest(format!("{key} must be a decimal string"))),
         }
     };
-    let (trx, usdt) = match (amount("trx"), amount("usdt")) {
-        (Ok(trx), Ok(usdt)) => (trx, usdt),
-        (Err(problem), _) | (_, Err(problem)) => return problem.into_response(),
+    let (trx, usdt, lookalike) = match (amount("trx"), amount("usdt"), amount("lookalike")) {
+        (Ok(trx), Ok(usdt), Ok(lookalike)) => (trx, usdt, lookalike),
+        (Err(problem), _, _) | (_, Err(problem), _) | (_, _, Err(problem)) => return problem.into_response(),
     };
+    let token_units = |units: Option<i64>| units.and_then(|u| u64::try_from(u).ok());
     let result = devnet
         .chain()
-        .faucet(&to, trx, usdt.and_then(|u| u64::try_from(u).ok()), Devnet::now_ms());
+        .faucet(&to, trx, token_units(usdt), token_units(lookalike), Devnet::now_ms());
     match result {
-        Ok((trx_txid, usdt_txid)) => {
+        Ok(paid) => {
             let mut out = json!({});
-            if let Some(txid) = trx_txid {
-                out["trx_txid"] = json!(txid);
-            }
-            if let Some(txid) = usdt_txid {
-                out["usdt_txid"] = json!(txid);
+            for (key, txid) in [
+                ("trx_txid", paid.trx),
+                ("usdt_txid", paid.usdt),
+                ("lookalike_txid", paid.lookalike),
+            ] {
+                if let Some(txid) = txid {
+                    out[key] = json!(txid);
+                }
             }
             Json(out).into_response()
         }
@@ -836,6 +925,34 @@ async fn faucet(State(devnet): State<Devnet>, Params(p): Params) -> Response {
             Json(json!({ "error": refused.message, "code": refused.code })),
         )
             .into_response(),
+    }
+}
+
+async fn info(State(devnet): State<Devnet>) -> Json<Value> {
+    let chain = devnet.chain();
+    Json(json!({
+        "genesis_address": chain::genesis_key().address().to_base58(),
+        "usdt_contract": chain.token.address.to_base58(),
+        "lookalike_contract": chain.lookalike.address.to_base58(),
+        "solidify_lag": chain.solidify_lag,
+        "block_interval_ms": devnet.block_interval_ms,
+        "head": chain.head().number,
+        "solidified": chain.solid_head().number,
+    }))
+}
+
+/// Replaces the newest `depth` unsolidified blocks with new ones without their transactions.
+async fn reorg(State(devnet): State<Devnet>, Params(p): Params) -> Response {
+    let Some(depth) = p["depth"].as_i64() else {
+        return bad_request("depth must be a positive integer");
+    };
+    let mut chain = devnet.chain();
+    match chain.reorg(depth, Devnet::now_ms()) {
+        Ok((dropped, head)) => {
+            (devnet.persist.0)(&chain);
+            Json(json!({ "dropped_txids": dropped, "head": head })).into_response()
+        }
+        Err(refused) => (StatusCode::CONFLICT, Json(json!({ "error": refused.0 }))).into_response(),
     }
 }
 
@@ -849,24 +966,70 @@ async fn produce_blocks(State(devnet): State<Devnet>, Params(p): Params) -> Resp
     Json(json!({ "head": head, "solidified": solid })).into_response()
 }
 
+/// Sets the node faults (every field optional, absent = off) and the stalled solidified head.
 async fn set_faults(State(devnet): State<Devnet>, Params(p): Params) -> Response {
-    let error_rate = p["error_rate"].as_f64().unwrap_or(0.0);
-    if !(0.0..=1.0).contains(&error_rate) {
-        return bad_request("error_rate must be between 0 and 1");
-    }
+    let rate = |key: &str| -> Result<f64, Problem> {
+        let value = p[key].as_f64().unwrap_or(0.0);
+        if (0.0..=1.0).contains(&value) {
+            Ok(value)
+        } else {
+            Err(Problem::BadRequest(format!("{key} must be between 0 and 1")))
+        }
+    };
+    let rates = (
+        rate("error_rate"),
+        rate("java_error_rate"),
+        rate("truncate_rate"),
+        rate("empty_transaction_rate"),
+    );
+    let (error_rate, java_error_rate, truncate_rate, empty_transaction_rate) = match rates {
+        (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+        (Err(bad), _, _, _) | (_, Err(bad), _, _) | (_, _, Err(bad), _) | (_, _, _, Err(bad)) => {
+            return bad.into_response()
+        }
+    };
+    let suspend_secs = p["suspend_secs"].as_u64().unwrap_or(0);
     let mut faults = devnet.faults.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     *faults = Faults {
         error_rate,
         latency_ms: p["latency_ms"].as_u64().unwrap_or(0),
         rate_limit_rps: u32::try_from(p["rate_limit_rps"].as_u64().unwrap_or(0)).unwrap_or(u32::MAX),
+        java_error_rate,
+        truncate_rate,
+        empty_transaction_rate,
+        suspended_until: (suspend_secs > 0).then(|| Instant::now() + Duration::from_secs(suspend_secs)),
         window: None,
     };
-    Json(json!({ "error_rate": faults.error_rate, "latency_ms": faults.latency_ms, "rate_limit_rps": faults.rate_limit_rps })).into_response()
+    let mut chain = devnet.chain();
+    chain.solid_cap = match p["stall_solidified"].as_bool() {
+        Some(true) => Some(chain.solid_head().number),
+        Some(false) | None => None,
+    };
+    Json(json!({
+        "error_rate": faults.error_rate,
+        "latency_ms": faults.latency_ms,
+        "rate_limit_rps": faults.rate_limit_rps,
+        "java_error_rate": faults.java_error_rate,
+        "truncate_rate": faults.truncate_rate,
+        "empty_transaction_rate": faults.empty_transaction_rate,
+        "suspend_secs": suspend_secs,
+        "stalled_solidified": chain.solid_cap,
+    }))
+    .into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::units;
+
+    #[test]
+    fn query_strings_are_percent_decoded() {
+        let pairs = super::serde_urlencoded_pairs("value=ab%2Fcd&num=7&visible=true&name=a+b");
+        assert_eq!(pairs["value"], "ab/cd");
+        assert_eq!(pairs["num"], 7);
+        assert_eq!(pairs["visible"], true);
+        assert_eq!(pairs["name"], "a b");
+    }
 
     #[test]
     fn faucet_amounts_are_exact_decimals() {

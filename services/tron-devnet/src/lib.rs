@@ -1,7 +1,7 @@
 //! `guarantor devnet`: a TRON-compatible node for development and tests. It speaks java-tron's HTTP
 //! API (and TronGrid's TRC-20 transfer listing) for everything the product uses, so standard SDKs work
-//! against it unchanged. It keeps TRX and one USDT-like TRC-20 token (6 decimals, at mainnet USDT's
-//! address), verifies signatures, expiration, TaPoS and duplicates, charges bandwidth and energy,
+//! against it unchanged. It keeps TRX, one USDT-like TRC-20 token (6 decimals, at mainnet USDT's
+//! address) and a look-alike token (same name, symbol and decimals, another address), verifies signatures, expiration, TaPoS and duplicates, charges bandwidth and energy,
 //! produces blocks at an interval and solidifies them after a lag. Its chain survives a restart when
 //! it has a state file.
 
@@ -44,6 +44,7 @@ fn load(config: &DevnetConfig) -> anyhow::Result<Chain> {
             let mut chain: Chain =
                 serde_json::from_str(&text).with_context(|| format!("devnet state {} is corrupt", path.display()))?;
             chain.solidify_lag = config.solidify_lag;
+            chain.rebuild_index();
             tracing::info!(head = chain.head().number, path = %path.display(), "devnet continues its chain");
             return Ok(chain);
         }
@@ -89,6 +90,7 @@ pub async fn start(
         chain: Arc::new(Mutex::new(chain)),
         faults: Arc::new(Mutex::new(Faults::default())),
         persist: persister(config.state_file.clone()),
+        block_interval_ms: u64::try_from(config.block_interval.as_millis()).unwrap_or(u64::MAX),
     };
     let listener = TcpListener::bind(config.addr)
         .await

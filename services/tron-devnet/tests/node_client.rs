@@ -319,16 +319,14 @@ async fn a_trc20_transfer_without_trx_for_energy_ends_out_of_energy_and_burns_wh
 }
 
 #[tokio::test]
-async fn injected_rate_limits_and_server_errors_are_retried() {
+async fn injected_rate_limits_server_errors_java_errors_and_cut_replies_are_retried() {
     let node = Node::start().await;
-    node.control("/devnet/faults", json!({ "error_rate": 0.3, "rate_limit_rps": 5 }))
-        .await;
-    // Ten retries: the chance that one call still fails is 0.3^11.
-    let patient = NodeClient::new(NodeConfig {
-        max_retries: 10,
-        ..NodeConfig::new(format!("http://{}", node.running.addr))
-    })
-    .unwrap();
+    node.control(
+        "/devnet/faults",
+        json!({ "error_rate": 0.2, "java_error_rate": 0.2, "truncate_rate": 0.2, "rate_limit_rps": 5 }),
+    )
+    .await;
+    let patient = NodeClient::new(NodeConfig::new(format!("http://{}", node.running.addr))).unwrap();
 
     for _ in 0..15 {
         patient.now_block(false).await.expect("retried until it succeeds");
@@ -339,9 +337,60 @@ async fn injected_rate_limits_and_server_errors_are_retried() {
         ..NodeConfig::new(format!("http://{}", node.running.addr))
     })
     .unwrap();
-    node.control("/devnet/faults", json!({ "error_rate": 1.0 })).await;
-    let failed = impatient.now_block(false).await.unwrap_err();
-    assert!(failed.is_transient(), "{failed:?}");
+    for fault in ["error_rate", "java_error_rate", "truncate_rate"] {
+        node.control("/devnet/faults", json!({ fault: 1.0 })).await;
+        let failed = impatient.now_block(false).await.unwrap_err();
+        assert!(failed.is_transient(), "{fault}: {failed:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_suspended_key_is_waited_out_within_the_retry_budget() {
+    let node = Node::start().await;
+    node.control("/devnet/faults", json!({ "suspend_secs": 2 })).await;
+    let short = NodeClient::new(NodeConfig {
+        retry_budget: Duration::from_millis(300),
+        ..NodeConfig::new(format!("http://{}", node.running.addr))
+    })
+    .unwrap();
+    let failed = short.now_block(false).await.unwrap_err();
+    assert!(matches!(failed, NodeError::Transient { status: 403, .. }), "{failed:?}");
+
+    let patient = NodeClient::new(NodeConfig::new(format!("http://{}", node.running.addr))).unwrap();
+    let started = std::time::Instant::now();
+    patient
+        .now_block(false)
+        .await
+        .expect("the suspension ends within the budget");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_000),
+        "it waited for the suspension"
+    );
+}
+
+#[tokio::test]
+async fn clients_of_one_node_key_share_its_rate_limit() {
+    let node = Node::start().await;
+    let config = NodeConfig {
+        rate_limit_rps: 10,
+        api_key: Some("shared-key".into()),
+        ..NodeConfig::new(format!("http://{}", node.running.addr))
+    };
+    let (first, second) = (
+        NodeClient::new(config.clone()).unwrap(),
+        NodeClient::new(config).unwrap(),
+    );
+    let started = std::time::Instant::now();
+    let calls = (0..10).flat_map(|_| [first.now_block(false), second.now_block(false)]);
+    for outcome in futures::future::join_all(calls).await {
+        outcome.unwrap();
+    }
+    // 20 requests at 10 a second between them: about 2 s, where two separate budgets take 1 s.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_700),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -415,4 +464,99 @@ async fn a_restarted_devnet_with_a_state_file_continues_the_same_chain() {
         client.account(&deposit).await.unwrap().unwrap().balance_sun,
         2 * SUN_PER_TRX
     );
+}
+
+#[tokio::test]
+async fn a_reorg_drops_unsolidified_transactions_and_refuses_to_reach_below_the_solidified_head() {
+    let node = Node::start().await;
+    let deposit = PrivateKey::from_hex(&"34".repeat(32)).unwrap().address();
+    let paid = node.faucet(&deposit, None, Some("7")).await;
+    node.blocks(2).await;
+    let txid = paid["usdt_txid"].as_str().unwrap().to_owned();
+    assert!(node.client.transaction_info(&txid, false).await.unwrap().is_some());
+
+    let answer = node.control("/devnet/reorg", json!({ "depth": 2 })).await;
+
+    assert_eq!(answer["dropped_txids"], json!([txid]));
+    assert!(
+        node.client.transaction_info(&txid, false).await.unwrap().is_none(),
+        "gone from the chain"
+    );
+    assert_eq!(node.client.trc20_balance(&usdt(), &deposit, false).await.unwrap(), 0);
+    node.blocks(LAG + 1).await;
+    assert_eq!(node.client.trc20_balance(&usdt(), &deposit, true).await.unwrap(), 0);
+    assert!(node
+        .client
+        .trc20_transfers_to(&deposit, &usdt(), 20)
+        .await
+        .unwrap()
+        .is_empty());
+    let too_deep = node
+        .http
+        .post(format!("http://{}/devnet/reorg", node.running.addr))
+        .json(&json!({ "depth": LAG + 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_deep.status(), reqwest::StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn the_lookalike_token_has_usdts_name_but_its_own_address_and_balances() {
+    let node = Node::start().await;
+    let info: Value = node
+        .http
+        .get(format!("http://{}/devnet/info", node.running.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["usdt_contract"], USDT);
+    assert_eq!(info["solidify_lag"], LAG);
+    let lookalike: TronAddress = info["lookalike_contract"].as_str().unwrap().parse().unwrap();
+    assert_ne!(lookalike, usdt());
+    let deposit = PrivateKey::from_hex(&"35".repeat(32)).unwrap().address();
+
+    let paid = node
+        .control(
+            "/devnet/faucet",
+            json!({ "address": deposit.to_base58(), "lookalike": "9" }),
+        )
+        .await;
+    assert!(paid["lookalike_txid"].is_string());
+    node.blocks(LAG + 1).await;
+
+    assert_eq!(
+        node.client.trc20_balance(&lookalike, &deposit, true).await.unwrap(),
+        9_000_000
+    );
+    assert_eq!(node.client.trc20_balance(&usdt(), &deposit, true).await.unwrap(), 0);
+    assert!(node
+        .client
+        .trc20_transfers_to(&deposit, &usdt(), 20)
+        .await
+        .unwrap()
+        .is_empty());
+    let listed = node.client.trc20_transfers_to(&deposit, &lookalike, 20).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].token, lookalike);
+    let symbol = node
+        .http
+        .post(format!("http://{}/wallet/triggerconstantcontract", node.running.addr))
+        .json(&json!({
+            "owner_address": deposit.to_base58(), "contract_address": lookalike.to_base58(),
+            "function_selector": "symbol()", "data": "95d89b41", "visible": true,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(symbol["constant_result"][0]
+        .as_str()
+        .unwrap()
+        .contains(&hex::encode("USDT")));
 }

@@ -70,6 +70,8 @@ impl HdSecret {
 pub struct TronConfig {
     pub node_url: Option<String>,
     pub api_key: Option<SecretString>,
+    /// Most node requests a second of the whole process (scanner and sweeper share it).
+    pub rate_limit_rps: u32,
     pub usdt_contract: TronAddress,
     pub main_wallet: Option<TronAddress>,
     pub fee_wallet_key: Option<SecretString>,
@@ -157,6 +159,8 @@ impl Config {
             tron: TronConfig {
                 node_url: env.url("TRON_NODE_URL")?,
                 api_key: env.secret("TRON_API_KEY")?,
+                rate_limit_rps: u32::try_from(env.positive("TRON_RATE_LIMIT_RPS", 10)?)
+                    .map_err(|_| env.error("TRON_RATE_LIMIT_RPS", "too large"))?,
                 usdt_contract: env.parsed_or("TRON_USDT_CONTRACT", guarantor_tron::MAINNET_USDT_CONTRACT)?,
                 main_wallet: env.parsed("TRON_MAIN_WALLET")?,
                 fee_wallet_key: env.secret("TRON_FEE_WALLET_KEY")?,

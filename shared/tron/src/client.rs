@@ -1,13 +1,20 @@
 //! A client for the java-tron HTTP API (`/wallet/*`, `/walletsolidity/*`) and TronGrid's `/v1`
-//! TRC-20 listing: a client-side rate limit, timeouts, and retries with exponential backoff and jitter
-//! on 429, 403, 5xx, timeouts and connection failures. Errors say whether they are transient.
+//! TRC-20 listing: one request-rate limit per node and API key in the process (every client of that
+//! key shares it, so the scanner and the sweeper together stay under the key's quota), timeouts, and
+//! retries with full jitter that honour `Retry-After` and keep trying for `retry_budget` (longer than
+//! a node's 30 s key suspension). Transient failures are recognised completely: 403, 429, 5xx,
+//! timeouts, connection failures, an HTTP 200 with java-tron's `{"Error": ...}`, a reply cut short,
+//! and the busy codes of a broadcast. Errors say whether they are transient.
 
+use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
+use sha2::{Digest, Sha256};
 
 use crate::tx::{self, ExpectedTrc20Transfer, SignedTransaction, TxHeader};
 use crate::{abi, TronAddress};
@@ -18,11 +25,14 @@ pub struct NodeConfig {
     pub base_url: String,
     /// Sent as `TRON-PRO-API-KEY`.
     pub api_key: Option<String>,
-    /// Most requests a second this client sends (0: unlimited).
+    /// Most requests a second sent with this node URL and API key by the whole process
+    /// (0: unlimited).
     pub rate_limit_rps: u32,
     pub timeout: Duration,
-    /// Retries of a transient failure before giving up.
+    /// Retries of a transient failure before giving up (whichever of this and the budget ends first).
     pub max_retries: u32,
+    /// How long a call keeps retrying transient failures.
+    pub retry_budget: Duration,
 }
 
 /// The API key never shows.
@@ -34,6 +44,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("rate_limit_rps", &self.rate_limit_rps)
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
+            .field("retry_budget", &self.retry_budget)
             .finish()
     }
 }
@@ -45,16 +56,26 @@ impl NodeConfig {
             api_key: None,
             rate_limit_rps: 0,
             timeout: Duration::from_secs(10),
-            max_retries: 5,
+            max_retries: 30,
+            retry_budget: Duration::from_secs(60),
         }
     }
 }
 
+/// Broadcast codes that mean "the node cannot take it now", not "the transaction is wrong".
+const BUSY_CODES: [&str; 3] = ["SERVER_BUSY", "NO_CONNECTION", "NOT_ENOUGH_EFFECTIVE_CONNECTION"];
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
-    /// Worth retrying later: rate limits, 5xx, timeouts, connection failures.
+    /// Worth retrying later: rate limits, suspensions, 5xx, timeouts, connection failures, java-tron's
+    /// `{"Error": ...}`, replies cut short, a busy node.
     #[error("node unavailable ({status}): {message}")]
-    Transient { status: u16, message: String },
+    Transient {
+        status: u16,
+        message: String,
+        /// What the node's `Retry-After` asked for.
+        retry_after: Option<Duration>,
+    },
     /// The node refused a transaction, with java-tron's code (SIGERROR, DUP_TRANSACTION_ERROR, ...).
     #[error("node refused the transaction: {code}: {message}")]
     Refused { code: String, message: String },
@@ -139,7 +160,7 @@ pub struct Trc20Transfer {
 pub struct NodeClient {
     http: reqwest::Client,
     config: NodeConfig,
-    next_slot: Arc<Mutex<Instant>>,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
     /// Requests sent (retries included), for the callers' cost reports.
     sent: Arc<AtomicU64>,
 }
@@ -250,6 +271,37 @@ fn decode_message(value: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// The process's rate limiter for a node URL and API key, made on first use: every client with the
+/// same key shares the key's budget.
+fn shared_limiter(config: &NodeConfig) -> Option<Arc<DefaultDirectRateLimiter>> {
+    type Limiters = std::sync::Mutex<HashMap<(String, [u8; 32]), Arc<DefaultDirectRateLimiter>>>;
+    static LIMITERS: OnceLock<Limiters> = OnceLock::new();
+    let rps = NonZeroU32::new(config.rate_limit_rps)?;
+    let key: [u8; 32] = Sha256::digest(config.api_key.as_deref().unwrap_or_default()).into();
+    let mut limiters = LIMITERS
+        .get_or_init(Limiters::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let limiter = limiters
+        .entry((config.base_url.clone(), key))
+        .or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_second(rps).allow_burst(NonZeroU32::MIN))));
+    Some(limiter.clone())
+}
+
+/// Full jitter: a random wait up to an exponentially growing cap (100 ms, doubling, at most 5 s).
+fn backoff(attempt: u32) -> Duration {
+    let cap_ms = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    Duration::from_millis(rand::random::<u64>() % (cap_ms + 1))
+}
+
+fn transient(status: u16, message: impl Into<String>) -> NodeError {
+    NodeError::Transient {
+        status,
+        message: message.into(),
+        retry_after: None,
+    }
+}
+
 impl NodeClient {
     pub fn new(config: NodeConfig) -> Result<Self, NodeError> {
         let http = reqwest::Client::builder()
@@ -258,8 +310,8 @@ impl NodeClient {
             .map_err(unexpected)?;
         Ok(Self {
             http,
+            limiter: shared_limiter(&config),
             config,
-            next_slot: Arc::new(Mutex::new(Instant::now())),
             sent: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -269,24 +321,10 @@ impl NodeClient {
         self.sent.load(Ordering::Relaxed)
     }
 
-    /// Waits for this client's next request slot.
-    async fn throttle(&self) {
-        if self.config.rate_limit_rps == 0 {
-            return;
-        }
-        let spacing = Duration::from_secs(1) / self.config.rate_limit_rps;
-        let wait = {
-            let mut next = self.next_slot.lock().await;
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + spacing;
-            slot - now
-        };
-        tokio::time::sleep(wait).await;
-    }
-
     async fn once(&self, path: &str, body: Option<&Value>) -> Result<Value, NodeError> {
-        self.throttle().await;
+        if let Some(limiter) = &self.limiter {
+            limiter.until_ready().await;
+        }
         self.sent.fetch_add(1, Ordering::Relaxed);
         let url = format!("{}{path}", self.config.base_url);
         let mut request = match body {
@@ -296,40 +334,62 @@ impl NodeClient {
         if let Some(key) = &self.config.api_key {
             request = request.header("TRON-PRO-API-KEY", key);
         }
-        let response = request.send().await.map_err(|err| NodeError::Transient {
-            status: 0,
-            message: err.to_string(),
-        })?;
+        let response = request.send().await.map_err(|err| transient(0, err.to_string()))?;
         let status = response.status().as_u16();
         if status == 429 || status == 403 || status >= 500 {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             return Err(NodeError::Transient {
                 status,
                 message: response.text().await.unwrap_or_default(),
+                retry_after,
             });
         }
-        let text = response.text().await.map_err(|err| NodeError::Transient {
-            status,
-            message: err.to_string(),
-        })?;
+        let text = response
+            .text()
+            .await
+            .map_err(|err| transient(status, err.to_string()))?;
         if status >= 400 {
             return Err(unexpected(format!("{status}: {text}")));
         }
-        let value: Value = serde_json::from_str(&text).map_err(|_| unexpected(format!("not JSON: {text}")))?;
+        // A reply that is not JSON was cut short (or garbled) on the way: ask again.
+        let value: Value =
+            serde_json::from_str(&text).map_err(|_| transient(status, format!("not JSON: {:.200}", text)))?;
         if let Some(error) = value.get("Error") {
-            return Err(unexpected(error));
+            return Err(transient(status, format!("node error: {error}")));
+        }
+        if value["code"].as_str().is_some_and(|code| BUSY_CODES.contains(&code)) {
+            return Err(transient(status, format!("node busy: {}", value["code"])));
         }
         Ok(value)
     }
 
-    /// One call with retries of transient failures (exponential backoff with jitter).
+    /// One call with retries of transient failures: full jitter, at least what `Retry-After` asked,
+    /// for at most `max_retries` retries and `retry_budget` in all.
     pub(crate) async fn call(&self, path: &str, body: Option<Value>) -> Result<Value, NodeError> {
+        let started = Instant::now();
         let mut attempt = 0;
         loop {
             match self.once(path, body.as_ref()).await {
-                Err(err) if err.is_transient() && attempt < self.config.max_retries => {
-                    let backoff = Duration::from_millis(100 * 2u64.pow(attempt.min(6)) + rand::random::<u64>() % 100);
-                    tracing::debug!(path, attempt, ?backoff, error = %err, "node call failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                Err(NodeError::Transient {
+                    status,
+                    message,
+                    retry_after,
+                }) if attempt < self.config.max_retries => {
+                    let wait = backoff(attempt).max(retry_after.unwrap_or_default());
+                    if started.elapsed() + wait > self.config.retry_budget {
+                        return Err(NodeError::Transient {
+                            status,
+                            message,
+                            retry_after,
+                        });
+                    }
+                    tracing::debug!(path, attempt, ?wait, status, message, "node call failed; retrying");
+                    tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
                 outcome => return outcome,
