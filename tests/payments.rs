@@ -252,3 +252,263 @@ async fn the_original_flows_payment_branch_end_to_end_on_the_devnet() {
     assert!(support::sequence_violations(&events).is_empty());
     system.assert_invariants().await;
 }
+
+const LAG: u64 = 3;
+
+/// A system whose devnet makes blocks only when the test asks (`/devnet/blocks`), solidified 3
+/// behind, with a scanner that looks every second.
+async fn stepped_system(extra: &[(&str, &str)]) -> System {
+    let mut vars = vec![
+        ("GUARANTOR_SCAN_INTERVAL_SECS", "1"),
+        ("GUARANTOR_DEVNET_BLOCK_INTERVAL_MS", "3600000"),
+        ("GUARANTOR_DEVNET_SOLIDIFY_LAG", "3"),
+    ];
+    vars.extend_from_slice(extra);
+    System::start(&["up"], &vars).await
+}
+
+/// Sends `usdt` whole units from the devnet's genesis (a real signed transfer) without mining it.
+async fn faucet(system: &System, address: &str, token: &str, amount: &str) -> String {
+    let paid = system
+        .devnet_control("/devnet/faucet", json!({ "address": address, token: amount }))
+        .await;
+    paid[format!("{token}_txid")].as_str().unwrap().to_owned()
+}
+
+/// Mines what is pending, solidifies it, and waits until the scanner has read it.
+async fn mine_and_scan(system: &System) {
+    let mined = system.blocks(1).await;
+    system.blocks(LAG).await;
+    system.scanned_past(mined).await;
+}
+
+async fn waiting_deal(system: &System, customer: i64, performer: i64, amount: &str) -> i64 {
+    let deal = system.deal(customer, performer, amount).await;
+    let confirmed = system.act(deal, "confirm", performer).await;
+    assert_eq!(confirmed.body["status"], "waiting_for_payment", "{}", confirmed.text);
+    deal
+}
+
+async fn settled(system: &System, payment: i64, status: &str) -> serde_json::Value {
+    let want = status.to_owned();
+    system
+        .payment_until(payment, Duration::from_secs(30), move |p| p["status"] == want.as_str())
+        .await
+}
+
+#[tokio::test]
+async fn under_over_and_partial_funding_payments_are_credited_as_they_arrive() {
+    let system = stepped_system(&[]).await;
+    let performer = system.user("performer").await;
+    // An underpayment, completed by a second transfer.
+    let short = system.user("short").await;
+    let short_deal = waiting_deal(&system, short, performer, "10").await;
+    let (short_payment, short_address, _) = create_payment(&system, short, "10").await;
+    // Two waiting deals, a payment that covers only the older one.
+    let two = system.user("two-deals").await;
+    let older = waiting_deal(&system, two, performer, "5").await;
+    let newer = waiting_deal(&system, two, performer, "10").await;
+    let (two_payment, two_address, _) = create_payment(&system, two, "5").await;
+    // An overpayment.
+    let over = system.user("over").await;
+    let over_deal = waiting_deal(&system, over, performer, "10").await;
+    let (over_payment, over_address, _) = create_payment(&system, over, "10").await;
+
+    faucet(&system, &short_address, "usdt", "4").await;
+    faucet(&system, &two_address, "usdt", "5").await;
+    faucet(&system, &over_address, "usdt", "12.5").await;
+    mine_and_scan(&system).await;
+
+    let partial = settled(&system, short_payment, "partial").await;
+    assert_eq!(partial["received"], "4.000000");
+    assert_eq!(system.deal_status(short_deal).await, "waiting_for_payment");
+    assert_eq!(system.balance(short).await, ("4.000000".into(), "0.000000".into()));
+    settled(&system, two_payment, "success").await;
+    assert_eq!(system.deal_status(older).await, "confirmed");
+    assert_eq!(system.deal_status(newer).await, "waiting_for_payment");
+    let overpaid = settled(&system, over_payment, "success").await;
+    assert_eq!(overpaid["received"], "12.500000");
+    assert_eq!(system.deal_status(over_deal).await, "confirmed");
+    assert_eq!(
+        system.balance(over).await,
+        ("2.500000".into(), "10.000000".into()),
+        "the surplus stays"
+    );
+
+    faucet(&system, &short_address, "usdt", "6").await;
+    mine_and_scan(&system).await;
+    let completed = settled(&system, short_payment, "success").await;
+    assert_eq!(completed["deposits"].as_array().unwrap().len(), 2);
+    assert_eq!(system.deal_status(short_deal).await, "confirmed");
+    system.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn two_transfers_in_one_block_are_two_deposits_and_replays_credit_nothing_again() {
+    let system = stepped_system(&[]).await;
+    let user = system.user("payer").await;
+    let (payment, address, _) = create_payment(&system, user, "10").await;
+    let first = faucet(&system, &address, "usdt", "3").await;
+    let second = faucet(&system, &address, "usdt", "4").await;
+    mine_and_scan(&system).await;
+
+    let paid = system
+        .payment_until(payment, Duration::from_secs(30), |p| {
+            p["deposits"].as_array().unwrap().len() == 2
+        })
+        .await;
+    let txids: BTreeSet<&str> = paid["deposits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["txid"].as_str().unwrap())
+        .collect();
+    assert_eq!(txids, BTreeSet::from([first.as_str(), second.as_str()]));
+    assert_eq!(paid["deposits"][0]["block_number"], paid["deposits"][1]["block_number"]);
+    assert_eq!(paid["received"], "7.000000");
+
+    // Every command and observation again, through the live handlers: nothing changes.
+    let before = system.snapshot().await;
+    let replayed = system
+        .command()
+        .args(["replay", "--stream", "GUARANTOR_CMD", "--from-seq", "1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    // And the scanner reads the same blocks again from an older cursor.
+    sqlx::query("UPDATE scanner_cursors SET next_block = 0")
+        .execute(&system.db.pool)
+        .await
+        .unwrap();
+    let head = system.blocks(1).await;
+    system.scanned_past(head - LAG).await;
+    system.settle().await;
+    assert_eq!(system.snapshot().await, before, "replays and rescans changed nothing");
+    let deposits: i64 = sqlx::query_scalar("SELECT count(*) FROM deposits")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(deposits, 2);
+    system.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_reorged_transfer_and_a_lookalike_token_are_never_credited() {
+    let system = stepped_system(&[]).await;
+    let user = system.user("payer").await;
+    let (payment, address, _) = create_payment(&system, user, "10").await;
+
+    let reorged = faucet(&system, &address, "usdt", "10").await;
+    system.blocks(1).await;
+    let reorg = system.devnet_control("/devnet/reorg", json!({ "depth": 1 })).await;
+    assert_eq!(reorg["dropped_txids"], json!([reorged]));
+    faucet(&system, &address, "lookalike", "10").await;
+    mine_and_scan(&system).await;
+    let head = system.blocks(1).await;
+    system.scanned_past(head - LAG).await;
+
+    let untouched = system.get(&format!("/api/v1/payment/{payment}")).send().await;
+    assert_eq!(untouched.body["status"], "waiting");
+    assert_eq!(untouched.body["deposits"], json!([]));
+    assert_eq!(system.balance(user).await.0, "0.000000");
+
+    // The real token still counts.
+    faucet(&system, &address, "usdt", "10").await;
+    mine_and_scan(&system).await;
+    settled(&system, payment, "success").await;
+    system.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_payment_expires_when_nothing_came_and_a_late_transfer_is_credited_and_flagged() {
+    let system = stepped_system(&[("GUARANTOR_PAYMENT_TTL_SECS", "1")]).await;
+    let user = system.user("late").await;
+    let (payment, address, _) = create_payment(&system, user, "10").await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Blocks mined after the deadline, read by the scanner: nothing came in time.
+    mine_and_scan(&system).await;
+    settled(&system, payment, "expired").await;
+
+    faucet(&system, &address, "usdt", "10").await;
+    mine_and_scan(&system).await;
+    let late = system
+        .payment_until(payment, Duration::from_secs(30), |p| p["received"] == "10.000000")
+        .await;
+    assert_eq!(late["status"], "expired");
+    assert_eq!(late["deposits"][0]["late"], true);
+    assert_eq!(system.balance(user).await.0, "10.000000", "late coins are credited");
+    system.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn a_failing_node_delays_detection_and_credits_nothing_wrongly() {
+    let system = stepped_system(&[]).await;
+    let user = system.user("payer").await;
+    let (payment, address, _) = create_payment(&system, user, "10").await;
+    faucet(&system, &address, "usdt", "10").await;
+    system.blocks(1 + LAG).await;
+    // The node fails every way it can for several scan cycles.
+    for faults in [
+        json!({ "error_rate": 1.0 }),
+        json!({ "java_error_rate": 1.0 }),
+        json!({ "truncate_rate": 1.0 }),
+        json!({ "stall_solidified": true, "suspend_secs": 2 }),
+    ] {
+        system.devnet_control("/devnet/faults", faults).await;
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let read = system.get(&format!("/api/v1/payment/{payment}")).send().await;
+        assert_eq!(read.body["status"], "waiting", "nothing credited while the node fails");
+    }
+    system.devnet_control("/devnet/faults", json!({})).await;
+
+    let paid = settled(&system, payment, "success").await;
+    assert_eq!(paid["deposits"].as_array().unwrap().len(), 1);
+    system.assert_invariants().await;
+}
+
+#[tokio::test]
+async fn two_scanner_processes_observe_each_deposit_once() {
+    let system = stepped_system(&[]).await;
+    let mut second = system.extra("scanner");
+    let user = system.user("payer").await;
+    let mut payments = Vec::new();
+    for _ in 0..3 {
+        let (payment, address, _) = create_payment(&system, user, "1").await;
+        faucet(&system, &address, "usdt", "1").await;
+        payments.push(payment);
+    }
+    mine_and_scan(&system).await;
+    for payment in payments {
+        settled(&system, payment, "success").await;
+    }
+
+    let js = system.jetstream().await;
+    let stream = js.get_stream("GUARANTOR_CMD").await.unwrap();
+    let mut observations = 0;
+    let info = stream.get_info().await.unwrap();
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            if message.subject.as_str() == "guarantor.cmd.deposit.observe" {
+                observations += 1;
+            }
+        }
+    }
+    assert_eq!(observations, 3, "one observation per deposit");
+    let holders: i64 = sqlx::query_scalar("SELECT count(*) FROM scanner_leases")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(holders, 1);
+    assert!(
+        second.try_wait().unwrap().is_none(),
+        "the second scanner runs, standing by"
+    );
+    let log = std::fs::read_to_string(system.data_dir.path().join("scanner.log")).unwrap();
+    assert!(log.contains("scanner started"), "{log}");
+    system.assert_invariants().await;
+}

@@ -111,18 +111,63 @@ impl System {
     /// Starts another ledger replica (`guarantor ledger`) sharing the durable consumer; it is killed
     /// when the returned child is dropped.
     pub fn extra_ledger(&self) -> Child {
+        self.extra("ledger")
+    }
+
+    /// Starts another process of one part (`guarantor <part>`) against this system's servers and its
+    /// devnet, logging to `<part>.log` in the data directory; it is killed when the child is dropped.
+    pub fn extra(&self, part: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.data_dir.path().join("ledger.log"))
+            .open(self.data_dir.path().join(format!("{part}.log")))
             .unwrap();
         // Services log to stdout; errors before logging starts go to stderr.
         self.command()
-            .arg("ledger")
+            .env("GUARANTOR_TRON_NODE_URL", &self.devnet)
+            .arg(part)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap()
+    }
+
+    /// A devnet control call (`/devnet/...`); answers its JSON.
+    pub async fn devnet_control(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.devnet))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{path}: {}", response.status());
+        response.json().await.unwrap()
+    }
+
+    /// Produces `count` devnet blocks now; answers the new head.
+    pub async fn blocks(&self, count: u64) -> u64 {
+        let answer = self.devnet_control("/devnet/blocks", json!({ "count": count })).await;
+        answer["head"].as_u64().unwrap()
+    }
+
+    /// Waits until the scanner's block follower has read every block up to `block`.
+    pub async fn scanned_past(&self, block: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let next: Option<i64> = sqlx::query_scalar("SELECT next_block FROM scanner_cursors")
+                .fetch_optional(&self.db.pool)
+                .await
+                .unwrap();
+            if next.is_some_and(|next| next > i64::try_from(block).unwrap()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the scanner is still before block {block}: {next:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// A `guarantor` command against this system's servers (for the operator commands).
@@ -409,6 +454,8 @@ impl System {
                 'deals', (SELECT json_agg(json_build_object('id', d.id, 'status', d.status, 'updated_at', d.updated_at) ORDER BY d.id) FROM deals d),
                 'users', (SELECT json_agg(u ORDER BY u.id) FROM users u),
                 'disputes', (SELECT json_agg(s ORDER BY s.deal_id) FROM disputes s),
+                'payments', (SELECT json_agg(p ORDER BY p.id) FROM payments p),
+                'deposits', (SELECT json_agg(d ORDER BY d.id) FROM deposits d),
                 'commands', (SELECT count(*) FROM commands),
                 'outbox', (SELECT count(*) FROM outbox))",
         )
