@@ -512,3 +512,38 @@ async fn two_scanner_processes_observe_each_deposit_once() {
     assert!(log.contains("scanner started"), "{log}");
     system.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn the_balance_check_credits_what_the_block_follower_missed_and_nothing_else() {
+    let system = stepped_system(&[("GUARANTOR_BALANCE_CHECK_INTERVAL_SECS", "1")]).await;
+    // Blind the block follower: its cursor far ahead of the chain.
+    system.scanned_past(0).await;
+    sqlx::query("UPDATE scanner_cursors SET next_block = 1000000")
+        .execute(&system.db.pool)
+        .await
+        .unwrap();
+    let user = system.user("payer").await;
+    let (payment, address, _) = create_payment(&system, user, "7").await;
+    let first = faucet(&system, &address, "usdt", "4").await;
+    let second = faucet(&system, &address, "usdt", "3").await;
+    faucet(&system, &address, "lookalike", "5").await;
+    system.blocks(1 + LAG).await;
+
+    let paid = settled(&system, payment, "success").await;
+    let txids: BTreeSet<&str> = paid["deposits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["txid"].as_str().unwrap())
+        .collect();
+    assert_eq!(txids, BTreeSet::from([first.as_str(), second.as_str()]));
+    assert_eq!(paid["received"], "7.000000", "the look-alike token is not counted");
+    // Later checks find the balance accounted for and publish nothing more.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let deposits: i64 = sqlx::query_scalar("SELECT count(*) FROM deposits")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(deposits, 2);
+    system.assert_invariants().await;
+}

@@ -171,6 +171,8 @@ async fn run_part(part: Part, infra: Infra, config: Arc<Config>, shutdown: Cance
             let reader = guarantor_tron::solid::SolidReader::new(node_client(&config)?, config.tron.usdt_contract);
             let settings = guarantor_payment_scanner::ScannerSettings {
                 interval: Duration::from_secs(config.scan_interval_secs),
+                balance_interval: Duration::from_secs(config.balance_check_interval_secs),
+                grace: Duration::from_secs(config.payment_grace_secs),
             };
             let js = guarantor_messaging::jetstream(&infra.nats);
             guarantor_payment_scanner::run(infra.pool, js, reader, settings, shutdown).await?

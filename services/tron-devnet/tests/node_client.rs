@@ -125,8 +125,13 @@ async fn a_deposit_is_visible_on_the_solid_path_only_after_the_lag_and_is_listed
     assert_eq!(info.result.as_deref(), Some("SUCCESS"));
     assert_eq!(info.transfers[0].log_index, 0);
     assert_eq!(info.transfers[0].token, usdt());
-    let block_infos = node.client.block_transaction_infos(info.block_number).await.unwrap();
-    assert!(block_infos.iter().any(|i| i.txid == listed[0].txid));
+    let reader = guarantor_tron::solid::SolidReader::new(node.client.clone(), usdt());
+    let block = reader.block(u64::try_from(info.block_number).unwrap()).await.unwrap();
+    assert!(block
+        .transfers
+        .iter()
+        .any(|t| t.txid == listed[0].txid && t.to == deposit));
+    assert!(reader.head().await.unwrap() >= block.number);
 }
 
 #[tokio::test]

@@ -97,6 +97,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub tron: TronConfig,
     pub scan_interval_secs: u64,
+    pub balance_check_interval_secs: u64,
+    /// How long a done or expired payment's address stays in the balance check.
+    pub payment_grace_secs: u64,
     pub payment_ttl_secs: u64,
     pub sweep_min_amount: Decimal,
     pub max_amount: Decimal,
@@ -167,6 +170,8 @@ impl Config {
                 hd_secret,
             },
             scan_interval_secs: env.positive("SCAN_INTERVAL_SECS", 60)?,
+            balance_check_interval_secs: env.positive("BALANCE_CHECK_INTERVAL_SECS", 900)?,
+            payment_grace_secs: env.positive("PAYMENT_GRACE_SECS", 30 * 86_400)?,
             payment_ttl_secs: env.positive("PAYMENT_TTL_SECS", 86_400)?,
             sweep_min_amount,
             max_amount,

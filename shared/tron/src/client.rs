@@ -16,6 +16,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::reply::{self, BlockJson, InfoJson};
 use crate::tx::{self, ExpectedTrc20Transfer, SignedTransaction, TxHeader};
 use crate::{abi, TronAddress};
 
@@ -169,92 +170,44 @@ fn unexpected(what: impl std::fmt::Display) -> NodeError {
     NodeError::Unexpected(what.to_string())
 }
 
-fn parse_address(value: &Value) -> Result<TronAddress, NodeError> {
-    value
-        .as_str()
-        .and_then(|text| text.parse().ok())
-        .ok_or_else(|| unexpected(format!("not an address: {value}")))
-}
-
-fn block_ref(block: &Value) -> Result<BlockRef, NodeError> {
-    let id_hex = block["blockID"]
-        .as_str()
-        .ok_or_else(|| unexpected("block without blockID"))?;
-    let id: [u8; 32] = hex::decode(id_hex)
+fn block_ref(block: Value) -> Result<BlockRef, NodeError> {
+    let block: BlockJson = reply::parse("block", block)?;
+    let id: [u8; 32] = hex::decode(&block.block_id)
         .ok()
         .and_then(|id| id.try_into().ok())
-        .ok_or_else(|| unexpected("bad blockID"))?;
-    let raw = &block["block_header"]["raw_data"];
-    let txids = block["transactions"]
-        .as_array()
-        .map(|txs| {
-            txs.iter()
-                .filter_map(|t| t["txID"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+        .ok_or_else(|| unexpected(format!("bad blockID {}", block.block_id)))?;
+    let number = block.block_header.raw_data.number.unwrap_or(0);
     Ok(BlockRef {
-        number: raw["number"].as_i64().unwrap_or(0),
+        number: i64::try_from(number).map_err(unexpected)?,
         id,
-        timestamp: raw["timestamp"].as_i64().unwrap_or(0),
-        txids,
+        timestamp: block.block_header.raw_data.timestamp,
+        txids: block.transactions.into_iter().map(|t| t.txid).collect(),
     })
 }
 
-fn tx_info(info: &Value) -> Result<TxInfo, NodeError> {
-    let mut transfers = Vec::new();
-    for (index, log) in info["log"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
-        let topics: Option<Vec<[u8; 32]>> = log["topics"].as_array().map(|topics| {
-            topics
-                .iter()
-                .filter_map(|t| {
-                    t.as_str()
-                        .and_then(|t| hex::decode(t).ok())
-                        .and_then(|b| b.try_into().ok())
-                })
-                .collect()
-        });
-        let data = log["data"]
-            .as_str()
-            .and_then(|d| hex::decode(d).ok())
-            .unwrap_or_default();
-        let token = log["address"]
-            .as_str()
-            .and_then(|a| hex::decode(a).ok())
-            .and_then(|b| <[u8; 20]>::try_from(b.as_slice()).ok())
-            .map(TronAddress::from_evm);
-        if let (Some(topics), Some(token)) = (topics, token) {
-            if let Ok(transfer) = abi::decode_transfer_log(&topics, &data) {
-                transfers.push(LogTransfer {
-                    log_index: u32::try_from(index).unwrap_or(u32::MAX),
-                    token,
-                    from: transfer.from,
-                    to: transfer.to,
-                    amount: transfer.amount,
-                });
-            }
-        }
-    }
-    let receipt = &info["receipt"];
+fn tx_info(info: Value) -> Result<TxInfo, NodeError> {
+    let info: InfoJson = reply::parse("receipt", info)?;
+    let transfers = info
+        .transfers()?
+        .into_iter()
+        .map(|t| LogTransfer {
+            log_index: t.log_index,
+            token: t.token,
+            from: t.from,
+            to: t.to,
+            amount: t.amount,
+        })
+        .collect();
     Ok(TxInfo {
-        txid: info["id"]
-            .as_str()
-            .ok_or_else(|| unexpected("receipt without id"))?
-            .to_owned(),
-        block_number: info["blockNumber"].as_i64().unwrap_or(0),
-        block_timestamp: info["blockTimeStamp"].as_i64().unwrap_or(0),
-        fee_sun: info["fee"].as_i64().unwrap_or(0),
-        energy_usage_total: receipt["energy_usage_total"].as_i64().unwrap_or(0),
-        energy_fee_sun: receipt["energy_fee"].as_i64().unwrap_or(0),
-        net_fee_sun: receipt["net_fee"].as_i64().unwrap_or(0),
-        result: receipt["result"].as_str().map(str::to_owned),
-        failed: info["result"].as_str() == Some("FAILED"),
+        block_number: i64::try_from(info.block_number).map_err(unexpected)?,
+        block_timestamp: info.block_time_ms,
+        fee_sun: info.fee,
+        energy_usage_total: info.receipt.energy_usage_total,
+        energy_fee_sun: info.receipt.energy_fee,
+        net_fee_sun: info.receipt.net_fee,
+        failed: info.result.as_deref() == Some("FAILED"),
+        result: info.receipt.result,
+        txid: info.id,
         transfers,
     })
 }
@@ -319,6 +272,14 @@ impl NodeClient {
     /// Requests this client (and its clones) sent so far, retries included.
     pub fn requests(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+
+    /// The same client with a request count of its own; the rate limit stays shared.
+    pub fn counted_apart(&self) -> Self {
+        Self {
+            sent: Arc::new(AtomicU64::new(0)),
+            ..self.clone()
+        }
     }
 
     async fn once(&self, path: &str, body: Option<&Value>) -> Result<Value, NodeError> {
@@ -402,7 +363,7 @@ impl NodeClient {
     }
 
     pub async fn now_block(&self, solid: bool) -> Result<BlockRef, NodeError> {
-        block_ref(&self.call(&Self::path(solid, "getnowblock"), Some(json!({}))).await?)
+        block_ref(self.call(&Self::path(solid, "getnowblock"), Some(json!({}))).await?)
     }
 
     pub async fn block(&self, number: i64, solid: bool) -> Result<Option<BlockRef>, NodeError> {
@@ -412,7 +373,7 @@ impl NodeClient {
         if block.as_object().is_some_and(|b| b.is_empty()) {
             return Ok(None);
         }
-        block_ref(&block).map(Some)
+        block_ref(block).map(Some)
     }
 
     pub async fn account(&self, address: &TronAddress) -> Result<Option<AccountInfo>, NodeError> {
@@ -596,53 +557,76 @@ impl NodeClient {
         if info.as_object().is_some_and(|i| i.is_empty()) {
             return Ok(None);
         }
-        tx_info(&info).map(Some)
+        tx_info(info).map(Some)
     }
 
-    /// The receipts (with logs) of a solidified block's transactions.
-    pub async fn block_transaction_infos(&self, number: i64) -> Result<Vec<TxInfo>, NodeError> {
-        let infos = self
-            .call(
-                "/walletsolidity/gettransactioninfobyblocknum",
-                Some(json!({ "num": number })),
-            )
-            .await?;
-        infos
-            .as_array()
-            .map(|list| list.iter().map(tx_info).collect())
-            .unwrap_or_else(|| Ok(Vec::new()))
-    }
-
-    /// Confirmed TRC-20 transfers of `token` to `to`, newest first (TronGrid `/v1`).
+    /// Every confirmed TRC-20 transfer of `token` to `to`, newest first, from TronGrid's `/v1`
+    /// listing, `page` entries a request, following `meta.fingerprint` to the last page. Entries are
+    /// parsed strictly: a missing txid, address or value is an error, never a default.
     pub async fn trc20_transfers_to(
         &self,
         to: &TronAddress,
         token: &TronAddress,
-        limit: u32,
+        page: u32,
     ) -> Result<Vec<Trc20Transfer>, NodeError> {
-        let path = format!(
-            "/v1/accounts/{}/transactions/trc20?only_confirmed=true&only_to=true&limit={limit}&contract_address={}",
-            to.to_base58(),
-            token.to_base58()
-        );
-        let answer = self.call(&path, None).await?;
-        let entries = answer["data"].as_array().ok_or_else(|| unexpected("no data"))?;
-        entries
-            .iter()
-            .map(|entry| {
-                Ok(Trc20Transfer {
-                    txid: entry["transaction_id"].as_str().unwrap_or_default().to_owned(),
-                    block_timestamp: entry["block_timestamp"].as_i64().unwrap_or(0),
-                    token: parse_address(&entry["token_info"]["address"])?,
-                    from: parse_address(&entry["from"])?,
-                    to: parse_address(&entry["to"])?,
-                    amount: entry["value"]
-                        .as_str()
-                        .and_then(|v| v.parse().ok())
-                        .ok_or_else(|| unexpected("bad value"))?,
-                })
-            })
-            .collect()
+        #[derive(serde::Deserialize)]
+        struct Listing {
+            data: Vec<Entry>,
+            #[serde(default)]
+            meta: Meta,
+        }
+        #[derive(serde::Deserialize, Default)]
+        struct Meta {
+            fingerprint: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            transaction_id: String,
+            block_timestamp: i64,
+            token_info: TokenInfo,
+            from: String,
+            to: String,
+            value: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenInfo {
+            address: String,
+        }
+        let address = |text: &str| -> Result<TronAddress, NodeError> {
+            text.parse().map_err(|_| unexpected(format!("not an address: {text}")))
+        };
+        let mut transfers = Vec::new();
+        let mut fingerprint: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/v1/accounts/{}/transactions/trc20?only_confirmed=true&only_to=true&limit={page}&contract_address={}",
+                to.to_base58(),
+                token.to_base58()
+            );
+            if let Some(fingerprint) = &fingerprint {
+                path.push_str("&fingerprint=");
+                path.extend(form_urlencoded::byte_serialize(fingerprint.as_bytes()));
+            }
+            let listing: Listing = serde_json::from_value(self.call(&path, None).await?)
+                .map_err(|err| unexpected(format!("TRC-20 listing: {err}")))?;
+            for entry in listing.data {
+                transfers.push(Trc20Transfer {
+                    txid: entry.transaction_id,
+                    block_timestamp: entry.block_timestamp,
+                    token: address(&entry.token_info.address)?,
+                    from: address(&entry.from)?,
+                    to: address(&entry.to)?,
+                    amount: entry
+                        .value
+                        .parse()
+                        .map_err(|_| unexpected(format!("not an amount: {}", entry.value)))?,
+                });
+            }
+            match listing.meta.fingerprint {
+                Some(next) if Some(&next) != fingerprint.as_ref() => fingerprint = Some(next),
+                _ => return Ok(transfers),
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod client;
 pub mod hd;
 pub mod keys;
 pub mod proto;
+mod reply;
 pub mod solid;
 pub mod tx;
 

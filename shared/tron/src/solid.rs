@@ -8,11 +8,10 @@
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::abi::{self, TRANSFER_EVENT_TOPIC};
 use crate::client::{NodeClient, NodeError};
+use crate::reply::{parse, BlockJson, InfoJson};
 use crate::TronAddress;
 
 /// Proof of origin: only this module constructs it.
@@ -45,111 +44,34 @@ pub struct SolidBlock {
     pub solidified: Solidified,
 }
 
-#[derive(Deserialize)]
-struct BlockJson {
-    #[serde(rename = "blockID")]
-    block_id: String,
-    block_header: HeaderJson,
-    /// java-tron omits an empty list.
-    #[serde(default)]
-    transactions: Vec<TransactionJson>,
-}
-
-#[derive(Deserialize)]
-struct HeaderJson {
-    raw_data: RawHeaderJson,
-}
-
-#[derive(Deserialize)]
-struct RawHeaderJson {
-    /// java-tron omits a zero, so only block 0 may lack it.
-    number: Option<u64>,
-    timestamp: i64,
-}
-
-#[derive(Deserialize)]
-struct TransactionJson {
-    #[serde(rename = "txID")]
-    txid: String,
-}
-
-#[derive(Deserialize)]
-struct InfoJson {
-    id: String,
-    #[serde(rename = "blockNumber")]
-    block_number: u64,
-    #[serde(rename = "blockTimeStamp")]
-    block_time_ms: i64,
-    /// Omitted when the transaction logged nothing.
-    #[serde(default)]
-    log: Vec<LogJson>,
-    /// `FAILED` for a reverted call; omitted on success.
-    result: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct LogJson {
-    /// The emitting contract's 20 bytes, hex.
-    address: String,
-    #[serde(default)]
-    topics: Vec<String>,
-    data: Option<String>,
-}
-
 fn malformed(what: impl std::fmt::Display) -> NodeError {
     NodeError::Unexpected(what.to_string())
-}
-
-fn parse<T: for<'de> Deserialize<'de>>(what: &str, value: Value) -> Result<T, NodeError> {
-    serde_json::from_value(value).map_err(|err| malformed(format!("{what}: {err}")))
 }
 
 fn is_empty_object(value: &Value) -> bool {
     value.as_object().is_some_and(|object| object.is_empty())
 }
 
-fn word(text: &str) -> Result<[u8; 32], NodeError> {
-    hex::decode(text)
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or_else(|| malformed(format!("not a 32-byte topic: {text}")))
-}
-
-/// The `Transfer` logs of `token` in one receipt. A log of the token that says `Transfer` but does
-/// not decode is an error: the token's own events are never skipped.
+/// The `Transfer`s of `token` in one receipt (none for a failed transaction).
 fn transfers_of(info: &InfoJson, token: &TronAddress) -> Result<Vec<SolidTransfer>, NodeError> {
     if info.result.as_deref() == Some("FAILED") {
         return Ok(Vec::new());
     }
-    let token_hex = hex::encode(token.evm_bytes());
-    let mut found = Vec::new();
-    for (index, log) in info.log.iter().enumerate() {
-        if !log.address.eq_ignore_ascii_case(&token_hex) {
-            continue;
-        }
-        let topics = log.topics.iter().map(|t| word(t)).collect::<Result<Vec<_>, _>>()?;
-        if topics.first() != Some(&TRANSFER_EVENT_TOPIC) {
-            continue;
-        }
-        let data = log
-            .data
-            .as_deref()
-            .ok_or_else(|| malformed(format!("{}: a Transfer log without data", info.id)))
-            .and_then(|data| hex::decode(data).map_err(|_| malformed(format!("{}: bad log data", info.id))))?;
-        let transfer = abi::decode_transfer_log(&topics, &data)
-            .map_err(|err| malformed(format!("{}: Transfer log {index}: {err}", info.id)))?;
-        found.push(SolidTransfer {
+    Ok(info
+        .transfers()?
+        .into_iter()
+        .filter(|transfer| transfer.token == *token)
+        .map(|transfer| SolidTransfer {
             txid: info.id.clone(),
-            log_index: u32::try_from(index).map_err(malformed)?,
+            log_index: transfer.log_index,
             from: transfer.from,
             to: transfer.to,
             amount: transfer.amount,
             block_number: info.block_number,
             block_time_ms: info.block_time_ms,
             solidified: Solidified(()),
-        });
-    }
-    Ok(found)
+        })
+        .collect())
 }
 
 fn txid_ok(txid: &str) -> bool {
@@ -172,9 +94,28 @@ impl SolidReader {
         &self.token
     }
 
+    /// The token balance of `owner` in solidified state (a constant `balanceOf` call).
+    pub async fn token_balance(&self, owner: &TronAddress) -> Result<u64, NodeError> {
+        self.node.trc20_balance(&self.token, owner, true).await
+    }
+
+    /// The confirmed transfers of the token to `to` that TronGrid lists (every page). Only
+    /// candidates: each must be confirmed with [`SolidReader::transaction`] before it is credited.
+    pub async fn listed_transfers_to(&self, to: &TronAddress) -> Result<Vec<crate::client::Trc20Transfer>, NodeError> {
+        self.node.trc20_transfers_to(to, &self.token, 200).await
+    }
+
     /// Requests sent to the node so far (retries included).
     pub fn requests(&self) -> u64 {
         self.node.requests()
+    }
+
+    /// The same reader with a request count of its own (the rate limit stays shared).
+    pub fn counted_apart(&self) -> Self {
+        Self {
+            node: self.node.counted_apart(),
+            token: self.token,
+        }
     }
 
     /// The number of the newest solidified block.
@@ -183,11 +124,8 @@ impl SolidReader {
             "solidified head",
             self.node.call("/walletsolidity/getnowblock", Some(json!({}))).await?,
         )?;
-        block
-            .block_header
-            .raw_data
-            .number
-            .ok_or_else(|| malformed("the solidified head has no number"))
+        // java-tron omits a zero: only block 0 has no number.
+        Ok(block.block_header.raw_data.number.unwrap_or(0))
     }
 
     /// Block `number` (at or below the solidified head) with every `Transfer` of the token in it.
