@@ -499,17 +499,28 @@ async fn two_scanner_processes_observe_each_deposit_once() {
         }
     }
     assert_eq!(observations, 3, "one observation per deposit");
-    let holders: i64 = sqlx::query_scalar("SELECT count(*) FROM scanner_leases")
-        .fetch_one(&system.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(holders, 1);
     assert!(
         second.try_wait().unwrap().is_none(),
         "the second scanner runs, standing by"
     );
+    // `up` reports its scanner's cycles in its metrics, the second process in its log.
+    let metrics = system
+        .http
+        .get(format!("{}/metrics", system.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let first_cycles = usize::from(metrics.contains("guarantor_scanner_lag_blocks"));
     let log = std::fs::read_to_string(system.data_dir.path().join("scanner.log")).unwrap();
     assert!(log.contains("scanner started"), "{log}");
+    let second_cycles = log.matches("block follower cycle").count();
+    assert!(
+        (first_cycles == 0) != (second_cycles == 0),
+        "one scanner holds the lease and works, the other stands by: {first_cycles} and {second_cycles} cycles"
+    );
     system.assert_invariants().await;
 }
 

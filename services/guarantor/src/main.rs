@@ -59,6 +59,9 @@ enum Command {
     Reconcile,
     /// Measures the full path against pgbench and JetStream baselines of the same run (SPEC §11).
     Bench(bench::BenchArgs),
+    /// Measures the scanner: a balance-check cycle and the block follower over planted deposits on a
+    /// rate-limited devnet (SPEC §11).
+    BenchScanner(bench::scanner::ScannerBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,5 +123,6 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Dlq { command } => ops::dlq(&config, command).await,
         Command::Reconcile => ops::reconcile(&config).await,
         Command::Bench(args) => bench::run(config, args).await,
+        Command::BenchScanner(args) => bench::scanner::run(config, args).await,
     }
 }

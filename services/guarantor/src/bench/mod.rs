@@ -10,6 +10,7 @@
 mod baselines;
 mod load;
 mod own;
+pub mod scanner;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -50,33 +50,62 @@ async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) -> anyhow::R
     anyhow::bail!("{what} did not start within 30 s")
 }
 
-impl System {
-    pub async fn start(config: &Config) -> anyhow::Result<Self> {
-        let database = scratch_name(config, "bench")?;
-        let database_url = with_database(&config.database_url, &database)?;
+/// A scratch database `<configured database>_<suffix>`, recreated and migrated.
+pub struct ScratchDb {
+    pub admin: guarantor_store::PgPool,
+    pub name: String,
+    pub url: String,
+}
+
+impl ScratchDb {
+    pub async fn create(config: &Config, suffix: &str) -> anyhow::Result<Self> {
+        let name = scratch_name(config, suffix)?;
+        let url = with_database(&config.database_url, &name)?;
         let admin = guarantor_store::connect(&with_database(&config.database_url, "postgres")?.into(), 1).await?;
-        drop_database(&admin, &database).await?;
-        let secret: SecretString = database_url.clone().into();
+        drop_database(&admin, &name).await?;
+        let secret: SecretString = url.clone().into();
         guarantor_store::ensure_database(&secret).await?;
         let pool = guarantor_store::connect(&secret, 2).await?;
         guarantor_store::migrate(&pool).await?;
+        pool.close().await;
+        Ok(Self { admin, name, url })
+    }
 
+    pub async fn drop(&self) {
+        if let Err(err) = drop_database(&self.admin, &self.name).await {
+            eprintln!("could not drop the scratch database {}: {err:#}", self.name);
+        }
+    }
+}
+
+/// A `nats-server -js` of the benchmark's own on a free port, its store under `dir`.
+pub async fn scratch_nats(dir: &std::path::Path) -> anyhow::Result<(Child, u16)> {
+    let port = free_port()?;
+    let nats = Command::new(nats_server())
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.join(format!("nats-{port}")))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start nats-server (Debian package nats-server)")?;
+    wait_for("nats-server", async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await?;
+    Ok((nats, port))
+}
+
+impl System {
+    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+        let ScratchDb {
+            admin,
+            name: database,
+            url: database_url,
+        } = ScratchDb::create(config, "bench").await?;
         let dir = tempfile::tempdir()?;
-        let nats_port = free_port()?;
-        let store = dir.path().join("nats");
-        let nats = Command::new(nats_server())
-            .args(["-js", "-a", "127.0.0.1", "-p", &nats_port.to_string(), "-sd"])
-            .arg(&store)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start nats-server (Debian package nats-server)")?;
-        wait_for("nats-server", async || {
-            tokio::net::TcpStream::connect(("127.0.0.1", nats_port)).await.is_ok()
-        })
-        .await?;
+        let (nats, nats_port) = scratch_nats(dir.path()).await?;
         let mut system = Self {
             admin,
             database,
