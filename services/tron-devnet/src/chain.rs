@@ -90,6 +90,13 @@ pub struct TxRecord {
 }
 
 impl TxRecord {
+    /// The txid of the stored transaction (sha256 of its raw data).
+    pub fn txid(&self) -> Option<String> {
+        let bytes = hex::decode(&self.bytes).ok()?;
+        let raw = Transaction::decode(bytes.as_slice()).ok()?.raw_data?;
+        Some(hex::encode(tx::txid(&raw.encode_to_vec())))
+    }
+
     pub fn transaction(&self) -> Transaction {
         let bytes = hex::decode(&self.bytes).unwrap_or_default();
         Transaction::decode(bytes.as_slice()).unwrap_or_default()
@@ -149,6 +156,9 @@ pub struct Chain {
     /// A stalled solidified head (a fault): solidification does not pass this block.
     #[serde(skip)]
     pub solid_cap: Option<i64>,
+    /// Changes (blocks, reorganisations) applied since genesis: the position in the state log.
+    #[serde(default)]
+    pub changes: u64,
 }
 
 /// A token transfer in the address index.
@@ -277,6 +287,7 @@ impl Chain {
             history: VecDeque::new(),
             index: HashMap::new(),
             solid_cap: None,
+            changes: 0,
         };
         chain.remember();
         chain

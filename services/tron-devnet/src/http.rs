@@ -20,6 +20,7 @@ use sha3::{Digest, Keccak256};
 
 use crate::chain::{self, Chain, Refused, SUN_PER_TRX};
 use crate::json;
+use crate::store::{Change, Store};
 
 /// Node faults injected by tests through `/devnet/faults`. Each rate is the share of node requests
 /// (not `/devnet/*`) that fail that way.
@@ -41,21 +42,12 @@ pub struct Faults {
     window: Option<(Instant, u32)>,
 }
 
-/// Writes the chain to its state file (or nowhere, for an ephemeral devnet).
-#[derive(Clone)]
-pub struct Persist(pub Arc<dyn Fn(&Chain) + Send + Sync>);
-
-impl std::fmt::Debug for Persist {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Persist")
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Devnet {
     pub chain: Arc<Mutex<Chain>>,
     pub faults: Arc<Mutex<Faults>>,
-    pub persist: Persist,
+    /// Where the chain's changes are logged; none for a devnet in memory only.
+    pub store: Option<Arc<Mutex<Store>>>,
     pub block_interval_ms: u64,
 }
 
@@ -71,15 +63,47 @@ impl Devnet {
             .unwrap_or_default()
     }
 
-    /// Produces `count` blocks now and persists the chain.
+    /// Produces `count` blocks now, each logged in the state store.
     pub fn produce(&self, count: u32) -> i64 {
         let mut chain = self.chain();
-        let mut head = chain.head().number;
         for _ in 0..count {
-            head = chain.produce_block(Self::now_ms());
+            let pending: Vec<String> = chain
+                .pending
+                .iter()
+                .filter_map(|txid| chain.txs.get(txid).map(|record| record.bytes.clone()))
+                .collect();
+            let now_ms = Self::now_ms();
+            chain.produce_block(now_ms);
+            let id = chain.head().id.clone();
+            self.record(&mut chain, |seq| Change::Block {
+                seq,
+                now_ms,
+                pending,
+                id,
+            });
         }
-        (self.persist.0)(&chain);
-        head
+        chain.head().number
+    }
+
+    /// Counts a change applied to `chain` and appends it to the state log.
+    fn record(&self, chain: &mut Chain, change: impl FnOnce(u64) -> Change) {
+        chain.changes += 1;
+        let change = change(chain.changes);
+        let Some(store) = &self.store else { return };
+        let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(err) = store.record(chain, &change) {
+            tracing::error!(error = format!("{err:#}"), "devnet change not saved");
+        }
+    }
+
+    /// Writes a snapshot of the chain (at shutdown).
+    pub fn save(&self) {
+        let Some(store) = &self.store else { return };
+        let chain = self.chain();
+        let mut store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(err) = store.snapshot(&chain) {
+            tracing::error!(error = format!("{err:#}"), "devnet state not saved");
+        }
     }
 }
 
@@ -947,9 +971,10 @@ async fn reorg(State(devnet): State<Devnet>, Params(p): Params) -> Response {
         return bad_request("depth must be a positive integer");
     };
     let mut chain = devnet.chain();
-    match chain.reorg(depth, Devnet::now_ms()) {
+    let now_ms = Devnet::now_ms();
+    match chain.reorg(depth, now_ms) {
         Ok((dropped, head)) => {
-            (devnet.persist.0)(&chain);
+            devnet.record(&mut chain, |seq| Change::Reorg { seq, depth, now_ms });
             Json(json!({ "dropped_txids": dropped, "head": head })).into_response()
         }
         Err(refused) => (StatusCode::CONFLICT, Json(json!({ "error": refused.0 }))).into_response(),

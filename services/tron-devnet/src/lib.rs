@@ -3,11 +3,12 @@
 //! against it unchanged. It keeps TRX, one USDT-like TRC-20 token (6 decimals, at mainnet USDT's
 //! address) and a look-alike token (same name, symbol and decimals, another address), verifies signatures, expiration, TaPoS and duplicates, charges bandwidth and energy,
 //! produces blocks at an interval and solidifies them after a lag. Its chain survives a restart when
-//! it has a state file.
+//! it has a state file (a snapshot and an append-only log of the changes since, see [`store`]).
 
 pub mod chain;
 pub mod http;
 pub mod json;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use chain::Chain;
 pub use chain::{GENESIS_PRIVATE_KEY, SUN_PER_TRX};
-use http::{Devnet, Faults, Persist};
+use http::{Devnet, Faults};
+use store::Store;
 
 /// Where the devnet listens when nothing else is configured.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8090";
@@ -36,41 +38,17 @@ pub struct DevnetConfig {
     pub usdt_contract: TronAddress,
 }
 
-fn load(config: &DevnetConfig) -> anyhow::Result<Chain> {
-    if let Some(path) = &config.state_file {
-        if path.exists() {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read devnet state {}", path.display()))?;
-            let mut chain: Chain =
-                serde_json::from_str(&text).with_context(|| format!("devnet state {} is corrupt", path.display()))?;
-            chain.solidify_lag = config.solidify_lag;
-            chain.rebuild_index();
-            tracing::info!(head = chain.head().number, path = %path.display(), "devnet continues its chain");
-            return Ok(chain);
-        }
-    }
-    Ok(Chain::genesis(
-        Devnet::now_ms(),
-        config.usdt_contract,
-        config.solidify_lag,
-    ))
-}
-
-fn persister(state_file: Option<PathBuf>) -> Persist {
-    Persist(Arc::new(move |chain: &Chain| {
-        let Some(path) = &state_file else { return };
-        let written = serde_json::to_vec(chain)
-            .map_err(anyhow::Error::from)
-            .and_then(|bytes| {
-                let partial = path.with_extension("partial");
-                std::fs::write(&partial, bytes)?;
-                std::fs::rename(&partial, path)?;
-                Ok(())
-            });
-        if let Err(err) = written {
-            tracing::error!(error = %err, path = %path.display(), "devnet state not saved");
-        }
-    }))
+/// The chain kept in the state file (snapshot and log), or a new one.
+fn load(config: &DevnetConfig) -> anyhow::Result<(Chain, Option<Store>)> {
+    let genesis = || Chain::genesis(Devnet::now_ms(), config.usdt_contract, config.solidify_lag);
+    let Some(path) = &config.state_file else {
+        return Ok((genesis(), None));
+    };
+    let (mut chain, store) = Store::open(path, genesis)?;
+    chain.solidify_lag = config.solidify_lag;
+    chain.rebuild_index();
+    tracing::info!(head = chain.head().number, path = %path.display(), "devnet continues its chain");
+    Ok((chain, Some(store)))
 }
 
 /// A running devnet: its address and the handle to its chain.
@@ -85,11 +63,11 @@ pub async fn start(
     config: DevnetConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(Running, tokio::task::JoinHandle<()>)> {
-    let chain = load(&config)?;
+    let (chain, store) = load(&config)?;
     let devnet = Devnet {
         chain: Arc::new(Mutex::new(chain)),
         faults: Arc::new(Mutex::new(Faults::default())),
-        persist: persister(config.state_file.clone()),
+        store: store.map(|store| Arc::new(Mutex::new(store))),
         block_interval_ms: u64::try_from(config.block_interval.as_millis()).unwrap_or(u64::MAX),
     };
     let listener = TcpListener::bind(config.addr)
@@ -98,6 +76,7 @@ pub async fn start(
     let addr = listener.local_addr()?;
     let router = http::router(devnet.clone());
     let producer = devnet.clone();
+    let saver = devnet.clone();
     let interval = config.block_interval;
     let stop = shutdown.clone();
     let handle = tokio::spawn(async move {
@@ -116,6 +95,7 @@ pub async fn start(
         if let Err(err) = served {
             tracing::error!(error = %err, "devnet server failed");
         }
+        saver.save();
     });
     tracing::info!(%addr, genesis = %chain::genesis_key().address(), "devnet listening");
     Ok((Running { addr, devnet }, handle))

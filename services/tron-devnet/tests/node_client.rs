@@ -565,3 +565,59 @@ async fn the_lookalike_token_has_usdts_name_but_its_own_address_and_balances() {
         .unwrap()
         .contains(&hex::encode("USDT")));
 }
+
+#[tokio::test]
+async fn the_state_is_a_snapshot_and_an_append_only_log_replayed_to_the_same_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("devnet-state.json");
+    let config = || DevnetConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        block_interval: Duration::from_secs(3600),
+        solidify_lag: LAG,
+        state_file: Some(state_file.clone()),
+        usdt_contract: usdt(),
+    };
+    let deposit = deposit_key(8).address();
+    let stop = CancellationToken::new();
+    let (first, _) = guarantor_tron_devnet::start(config(), stop.clone()).await.unwrap();
+    let http = reqwest::Client::new();
+    let post = async |path: &str, body: Value| {
+        http.post(format!("http://{}{path}", first.addr))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    };
+    post(
+        "/devnet/faucet",
+        json!({ "address": deposit.to_base58(), "trx": "2", "usdt": "3" }),
+    )
+    .await;
+    post("/devnet/blocks", json!({ "count": 2 })).await;
+    post("/devnet/faucet", json!({ "address": deposit.to_base58(), "usdt": "4" })).await;
+    post("/devnet/blocks", json!({ "count": 1 })).await;
+    post("/devnet/reorg", json!({ "depth": 1 })).await;
+    post("/devnet/blocks", json!({ "count": 2 })).await;
+    let log = std::fs::read_to_string(dir.path().join("devnet-state.json.log")).unwrap();
+    assert_eq!(log.lines().count(), 6, "one line a change, nothing rewritten: {log}");
+    let client = NodeClient::new(NodeConfig::new(format!("http://{}", first.addr))).unwrap();
+    let head = client.now_block(false).await.unwrap();
+    let balance = client.trc20_balance(&usdt(), &deposit, false).await.unwrap();
+    assert_eq!(balance, 3_000_000, "the reorganised transfer is gone");
+    // A crash: no snapshot at shutdown, the log alone carries the changes.
+    std::mem::forget(stop);
+
+    let second_stop = CancellationToken::new();
+    let (second, _) = guarantor_tron_devnet::start(config(), second_stop.clone())
+        .await
+        .unwrap();
+    let _guard = second_stop.drop_guard();
+    let again = NodeClient::new(NodeConfig::new(format!("http://{}", second.addr))).unwrap();
+    assert_eq!(
+        again.now_block(false).await.unwrap(),
+        head,
+        "the same head, replayed from the log"
+    );
+    assert_eq!(again.trc20_balance(&usdt(), &deposit, false).await.unwrap(), balance);
+    assert_eq!(again.account(&deposit).await.unwrap().unwrap().balance_sun, 2_000_000);
+}

@@ -386,9 +386,10 @@ impl NodeClient {
         if account.as_object().is_some_and(|a| a.is_empty()) {
             return Ok(None);
         }
+        let account: reply::AccountJson = reply::parse("account", account)?;
         Ok(Some(AccountInfo {
-            balance_sun: account["balance"].as_i64().unwrap_or(0),
-            create_time: account["create_time"].as_i64().unwrap_or(0),
+            balance_sun: account.balance,
+            create_time: account.create_time,
         }))
     }
 
@@ -399,19 +400,25 @@ impl NodeClient {
                 Some(json!({ "address": address.to_base58(), "visible": true })),
             )
             .await?;
+        let resources: reply::ResourcesJson = reply::parse("account resources", resources)?;
         Ok(Resources {
-            free_net_limit: resources["freeNetLimit"].as_i64().unwrap_or(0),
-            free_net_used: resources["freeNetUsed"].as_i64().unwrap_or(0),
+            free_net_limit: resources.free_net_limit,
+            free_net_used: resources.free_net_used,
         })
     }
 
     pub async fn chain_parameters(&self) -> Result<ChainParameters, NodeError> {
-        let parameters = self.call("/wallet/getchainparameters", Some(json!({}))).await?;
+        let parameters: reply::ChainParametersJson = reply::parse(
+            "chain parameters",
+            self.call("/wallet/getchainparameters", Some(json!({}))).await?,
+        )?;
+        // A fee is never taken as zero because the node left it out.
         let find = |key: &str| -> Result<i64, NodeError> {
-            parameters["chainParameter"]
-                .as_array()
-                .and_then(|list| list.iter().find(|p| p["key"] == key))
-                .map(|p| p["value"].as_i64().unwrap_or(0))
+            parameters
+                .chain_parameter
+                .iter()
+                .find(|p| p.key == key)
+                .and_then(|p| p.value)
                 .ok_or_else(|| unexpected(format!("chain parameter {key} missing")))
         };
         Ok(ChainParameters {
@@ -540,8 +547,11 @@ impl NodeClient {
         if answer["result"].as_bool() == Some(true) {
             return Ok(signed.txid_hex());
         }
+        let code = answer["code"]
+            .as_str()
+            .ok_or_else(|| unexpected(format!("a broadcast answer neither accepted nor refused: {answer}")))?;
         Err(NodeError::Refused {
-            code: answer["code"].as_str().unwrap_or("UNKNOWN").to_owned(),
+            code: code.to_owned(),
             message: decode_message(&answer["message"]),
         })
     }

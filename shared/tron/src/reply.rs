@@ -75,6 +75,35 @@ pub(crate) struct LogJson {
     pub data: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+pub(crate) struct AccountJson {
+    /// Omitted when zero.
+    #[serde(default)]
+    pub balance: i64,
+    pub create_time: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ResourcesJson {
+    #[serde(rename = "freeNetLimit", default)]
+    pub free_net_limit: i64,
+    #[serde(rename = "freeNetUsed", default)]
+    pub free_net_used: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChainParametersJson {
+    #[serde(rename = "chainParameter")]
+    pub chain_parameter: Vec<ChainParameterJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChainParameterJson {
+    pub key: String,
+    /// Omitted when zero; callers needing a fee refuse its absence.
+    pub value: Option<i64>,
+}
+
 /// A decoded TRC-20 `Transfer` log and its index in the receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DecodedTransfer {
