@@ -159,14 +159,7 @@ impl BalanceCheck {
                 if credited.contains(&(transfer.txid.clone(), transfer.log_index)) {
                     continue;
                 }
-                let observation = observe::observation(payment, self.reader.token(), transfer)?;
-                tracing::info!(
-                    payment_id = %payment.payment_id,
-                    txid = %observation.txid,
-                    log_index = observation.log_index,
-                    "deposit found by the balance check"
-                );
-                observe::publish_deposit(&self.js, payment.tenant_id, observation).await?;
+                observe::publish_deposit(&self.js, BALANCE_CHECK, payment, self.reader.token(), transfer).await?;
                 published += 1;
             }
         }

@@ -177,16 +177,7 @@ impl Follower {
             let Some(payment) = watched.get(&transfer.to.to_base58()) else {
                 continue;
             };
-            let observation = observe::observation(payment, self.reader.token(), transfer)?;
-            tracing::info!(
-                payment_id = %payment.payment_id,
-                txid = %observation.txid,
-                log_index = observation.log_index,
-                amount = %observation.amount,
-                block = observation.block_number,
-                "deposit observed"
-            );
-            observe::publish_deposit(&self.js, payment.tenant_id, observation).await?;
+            observe::publish_deposit(&self.js, FOLLOWER, payment, self.reader.token(), transfer).await?;
             published += 1;
         }
         Ok(published)

@@ -33,7 +33,7 @@ pub enum ObserveError {
 }
 
 /// The observation of one solidified transfer of the token to a payment's address.
-pub fn observation(
+fn observation(
     payment: &Watched,
     token: &guarantor_tron::TronAddress,
     transfer: &guarantor_tron::solid::SolidTransfer,
@@ -74,14 +74,27 @@ async fn publish(js: &JetStream, key: &str, envelope: &CommandEnvelope) -> Resul
     Ok(())
 }
 
-/// Publishes one observation and waits until JetStream stored it.
+/// Publishes the observation of `transfer` to `payment`'s address, found by `detector`, and waits
+/// until JetStream stored it.
 pub async fn publish_deposit(
     js: &JetStream,
-    tenant_id: TenantId,
-    observation: DepositObservation,
+    detector: &'static str,
+    payment: &Watched,
+    token: &guarantor_tron::TronAddress,
+    transfer: &guarantor_tron::solid::SolidTransfer,
 ) -> Result<(), ObserveError> {
+    let observation = observation(payment, token, transfer)?;
+    tracing::info!(
+        detector,
+        payment_id = %payment.payment_id,
+        txid = %observation.txid,
+        log_index = observation.log_index,
+        amount = %observation.amount,
+        block = observation.block_number,
+        "deposit observed"
+    );
     let key = deposit_key(&observation.txid, observation.log_index);
-    let envelope = envelope(&key, tenant_id, Command::ObserveDeposit(observation))?;
+    let envelope = envelope(&key, payment.tenant_id, Command::ObserveDeposit(observation))?;
     publish(js, &key, &envelope).await
 }
 
