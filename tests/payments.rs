@@ -558,3 +558,23 @@ async fn the_balance_check_credits_what_the_block_follower_missed_and_nothing_el
     assert_eq!(deposits, 2);
     system.assert_invariants().await;
 }
+
+#[tokio::test]
+async fn a_scanner_configured_with_an_address_that_is_no_token_refuses_to_start() {
+    let system = stepped_system(&[]).await;
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        system
+            .command()
+            .env("GUARANTOR_TRON_NODE_URL", &system.devnet)
+            .env("GUARANTOR_TRON_USDT_CONTRACT", "TUEZSdKsoDHQMeZwihtdoBiN46zxhGWYdH")
+            .arg("scanner")
+            .output(),
+    )
+    .await
+    .expect("the scanner stops by itself")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("GUARANTOR_TRON_USDT_CONTRACT"), "{stderr}");
+}

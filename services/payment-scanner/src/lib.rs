@@ -59,6 +59,9 @@ pub async fn run(
         token = %follower.reader.token(),
         "scanner started"
     );
+    if !token_checked(&follower.reader, &shutdown).await? {
+        return Ok(());
+    }
     let follow = every(settings.interval, &shutdown, || async {
         let started = Instant::now();
         match follower.cycle().await {
@@ -111,6 +114,33 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Checks, before anything is credited, that the configured token has the currency's decimals (an
+/// amount in another scale would be credited wrongly); waits for the node while it is unreachable.
+/// False when shutdown came first.
+async fn token_checked(reader: &SolidReader, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+    let expected = u64::from(guarantor_domain::Currency::Usdt.decimals());
+    loop {
+        match reader.token_decimals().await {
+            Ok(decimals) if decimals == expected => return Ok(true),
+            Ok(decimals) => anyhow::bail!(
+                "the token {} has {decimals} decimals, not USDT's {expected}: check GUARANTOR_TRON_USDT_CONTRACT",
+                reader.token()
+            ),
+            Err(err) if err.is_transient() => {
+                tracing::warn!(error = %err, "cannot read the token's decimals yet; retrying");
+            }
+            Err(err) => anyhow::bail!(
+                "cannot read the decimals of the token {}: {err}: check GUARANTOR_TRON_USDT_CONTRACT",
+                reader.token()
+            ),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(false),
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
 }
 
 /// Runs `work` now and then every `interval` (jittered by ±10 %) until `shutdown`.

@@ -506,7 +506,7 @@ fn constant(devnet: &Devnet, p: &Value, solid: bool) -> Response {
                 outcome,
             )
         }
-        [0x31, 0x3c, 0xe5, 0x67] => (word(u64::from(token.decimals)), 300, "SUCCESS"),
+        abi::DECIMALS_SELECTOR => (word(u64::from(token.decimals)), 300, "SUCCESS"),
         [0x06, 0xfd, 0xde, 0x03] => (string_result(&token.name), 800, "SUCCESS"),
         [0x95, 0xd8, 0x9b, 0x41] => (string_result(&token.symbol), 800, "SUCCESS"),
         [0x18, 0x16, 0x0d, 0xdd] => (word(token.balances.values().sum()), 500, "SUCCESS"),

@@ -456,9 +456,23 @@ impl NodeClient {
 
     /// A TRC-20 balance in base units; `solid` reads irreversible state only.
     pub async fn trc20_balance(&self, token: &TronAddress, owner: &TronAddress, solid: bool) -> Result<u64, NodeError> {
-        let answer = self
-            .constant(owner, token, &abi::encode_balance_of(owner), solid)
-            .await?;
+        self.constant_uint(owner, token, &abi::encode_balance_of(owner), solid)
+            .await
+    }
+
+    /// The token's `decimals()`, from solidified state.
+    pub async fn trc20_decimals(&self, token: &TronAddress) -> Result<u64, NodeError> {
+        self.constant_uint(token, token, &abi::DECIMALS_SELECTOR, true).await
+    }
+
+    async fn constant_uint(
+        &self,
+        owner: &TronAddress,
+        contract: &TronAddress,
+        data: &[u8],
+        solid: bool,
+    ) -> Result<u64, NodeError> {
+        let answer = self.constant(owner, contract, data, solid).await?;
         let word = answer["constant_result"][0]
             .as_str()
             .and_then(|w| hex::decode(w).ok())

@@ -94,6 +94,11 @@ impl SolidReader {
         &self.token
     }
 
+    /// The token's `decimals()` in solidified state.
+    pub async fn token_decimals(&self) -> Result<u64, NodeError> {
+        self.node.trc20_decimals(&self.token).await
+    }
+
     /// The token balance of `owner` in solidified state (a constant `balanceOf` call).
     pub async fn token_balance(&self, owner: &TronAddress) -> Result<u64, NodeError> {
         self.node.trc20_balance(&self.token, owner, true).await
