@@ -159,6 +159,9 @@ pub struct Chain {
     /// Changes (blocks, reorganisations) applied since genesis: the position in the state log.
     #[serde(default)]
     pub changes: u64,
+    /// A fault: broadcasts are accepted and then lost, never mined.
+    #[serde(skip)]
+    pub drop_pending: bool,
 }
 
 /// A token transfer in the address index.
@@ -288,6 +291,7 @@ impl Chain {
             index: HashMap::new(),
             solid_cap: None,
             changes: 0,
+            drop_pending: false,
         };
         chain.remember();
         chain
@@ -451,9 +455,8 @@ impl Chain {
             .ok_or_else(|| refused("OTHER_ERROR", "no raw_data"))?;
         let raw_bytes = raw.encode_to_vec();
         let txid = hex::encode(tx::txid(&raw_bytes));
-        if self.txs.contains_key(&txid) {
-            return Err(refused("DUP_TRANSACTION_ERROR", "dup trans"));
-        }
+        // Like java-tron, expiration is checked before duplicates: an expired transaction is refused
+        // as expired even when it was applied.
         let head = self.head().clone();
         if raw.expiration <= head.timestamp || raw.expiration > head.timestamp + MAX_EXPIRATION_MS {
             return Err(refused(
@@ -463,6 +466,9 @@ impl Chain {
                     raw.expiration, head.timestamp
                 ),
             ));
+        }
+        if self.txs.contains_key(&txid) {
+            return Err(refused("DUP_TRANSACTION_ERROR", "dup trans"));
         }
         self.check_tapos(&raw)?;
         let action = action_of(&raw)?;
@@ -533,6 +539,10 @@ impl Chain {
         {
             return Err(refused("BANDWITH_ERROR", "Account resource insufficient error."));
         }
+        if self.drop_pending {
+            // A fault: accepted, then lost by the node — never mined, unknown to its queries.
+            return Ok(txid);
+        }
         self.txs.insert(
             txid.clone(),
             TxRecord {
@@ -578,6 +588,15 @@ impl Chain {
         for txid in pending {
             let Some(record) = self.txs.get(&txid) else { continue };
             let transaction = record.transaction();
+            // Expiration and TaPoS again when the transaction is packed, as java-tron does.
+            let packable = transaction
+                .raw_data
+                .as_ref()
+                .is_some_and(|raw| raw.expiration > timestamp && self.check_tapos(raw).is_ok());
+            if !packable {
+                self.txs.remove(&txid);
+                continue;
+            }
             match self.execute(&transaction, timestamp) {
                 Some(receipt) => {
                     if let Some(record) = self.txs.get_mut(&txid) {

@@ -512,12 +512,21 @@ fn constant(devnet: &Devnet, p: &Value, solid: bool) -> Response {
         [0x18, 0x16, 0x0d, 0xdd] => (word(token.balances.values().sum()), 500, "SUCCESS"),
         _ => (String::new(), 300, "REVERT"),
     };
+    // java-tron answers a reverting call as a call that ran: `result.result` true, the message, and
+    // the would-be transaction marked FAILED.
+    let mut transaction = unsigned(
+        tx::contract_call(&header_now(&chain), &owner, &contract, data, 0),
+        visible(p),
+    );
     let mut out = json!({ "energy_used": energy, "constant_result": [result] });
     if outcome == "SUCCESS" {
         out["result"] = json!({ "result": true });
+        transaction["ret"] = json!([{}]);
     } else {
-        out["result"] = json!({ "code": "CONTRACT_EXE_ERROR", "message": hex::encode("REVERT opcode executed") });
+        out["result"] = json!({ "result": true, "message": hex::encode("REVERT opcode executed") });
+        transaction["ret"] = json!([{ "ret": "FAILED" }]);
     }
+    out["transaction"] = transaction;
     Json(out).into_response()
 }
 
@@ -1030,6 +1039,7 @@ async fn set_faults(State(devnet): State<Devnet>, Params(p): Params) -> Response
         Some(true) => Some(chain.solid_head().number),
         Some(false) | None => None,
     };
+    chain.drop_pending = p["drop_pending"].as_bool().unwrap_or(false);
     Json(json!({
         "error_rate": faults.error_rate,
         "latency_ms": faults.latency_ms,
@@ -1039,6 +1049,7 @@ async fn set_faults(State(devnet): State<Devnet>, Params(p): Params) -> Response
         "empty_transaction_rate": faults.empty_transaction_rate,
         "suspend_secs": suspend_secs,
         "stalled_solidified": chain.solid_cap,
+        "drop_pending": chain.drop_pending,
     }))
     .into_response()
 }

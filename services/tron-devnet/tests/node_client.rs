@@ -621,3 +621,95 @@ async fn the_state_is_a_snapshot_and_an_append_only_log_replayed_to_the_same_cha
     assert_eq!(again.trc20_balance(&usdt(), &deposit, false).await.unwrap(), balance);
     assert_eq!(again.account(&deposit).await.unwrap().unwrap().balance_sun, 2_000_000);
 }
+
+fn signed_trx(header: &tx::TxHeader, to: &TronAddress, sun: i64) -> tx::SignedTransaction {
+    use prost::Message;
+    let genesis = PrivateKey::from_hex(GENESIS_PRIVATE_KEY).unwrap();
+    tx::sign(
+        tx::trx_transfer(header, &genesis.address(), to, sun).encode_to_vec(),
+        &genesis,
+    )
+}
+
+#[tokio::test]
+async fn a_dropped_broadcast_is_never_mined_and_the_same_bytes_land_once_the_node_keeps_them() {
+    let node = Node::start().await;
+    let to = deposit_key(3).address();
+    let header = node.client.header(Duration::from_secs(600)).await.unwrap();
+    let signed = signed_trx(&header, &to, 1_000_000);
+    node.control("/devnet/faults", json!({ "drop_pending": true })).await;
+
+    let txid = node.client.broadcast(&signed).await.unwrap();
+    node.blocks(2).await;
+    assert!(
+        node.client.transaction_info(&txid, false).await.unwrap().is_none(),
+        "accepted, never mined"
+    );
+
+    node.control("/devnet/faults", json!({})).await;
+    assert_eq!(
+        node.client.broadcast(&signed).await.unwrap(),
+        txid,
+        "the same bytes again"
+    );
+    node.blocks(1).await;
+    assert!(node.client.transaction_info(&txid, false).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn expiration_is_checked_when_packing_and_before_the_duplicate_check() {
+    let node = Node::start().await;
+    let to = deposit_key(4).address();
+    // Expires before the next block is packed: dropped, not mined.
+    let short = node.client.header(Duration::from_millis(300)).await.unwrap();
+    let lost = node
+        .client
+        .broadcast(&signed_trx(&short, &to, 1_000_000))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    node.blocks(1).await;
+    assert!(node.client.transaction_info(&lost, false).await.unwrap().is_none());
+
+    // Mined, then broadcast again after it expired: refused as expired, not as a duplicate.
+    let header = node.client.header(Duration::from_millis(800)).await.unwrap();
+    let signed = signed_trx(&header, &to, 2_000_000);
+    node.client.broadcast(&signed).await.unwrap();
+    node.blocks(1).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    node.blocks(1).await;
+    let again = node.client.broadcast(&signed).await.unwrap_err();
+    assert!(
+        matches!(again, NodeError::Refused { ref code, .. } if code == "TRANSACTION_EXPIRATION_ERROR"),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reverting_constant_call_answers_like_java_tron_and_the_client_says_it_reverted() {
+    let node = Node::start().await;
+    let empty = deposit_key(5).address();
+    let answer: Value = node
+        .http
+        .post(format!("http://{}/wallet/triggerconstantcontract", node.running.addr))
+        .json(&json!({
+            "owner_address": empty.to_base58(), "contract_address": USDT,
+            "data": hex::encode(guarantor_tron::abi::encode_transfer(&deposit_key(6).address(), 5)), "visible": true,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["result"]["result"], true);
+    assert_eq!(answer["transaction"]["ret"][0]["ret"], "FAILED");
+    assert!(answer["result"]["message"].is_string());
+
+    let reverted = node
+        .client
+        .estimate_transfer_energy(&usdt(), &empty, &deposit_key(6).address(), 5)
+        .await
+        .unwrap_err();
+    assert!(reverted.to_string().contains("reverted"), "{reverted}");
+}

@@ -451,6 +451,13 @@ impl NodeClient {
                 decode_message(&answer["result"]["message"])
             )));
         }
+        // A reverting call runs (`result.result` is true); its transaction says FAILED.
+        if answer["transaction"]["ret"][0]["ret"].as_str() == Some("FAILED") {
+            return Err(unexpected(format!(
+                "contract call reverted: {}",
+                decode_message(&answer["result"]["message"])
+            )));
+        }
         Ok(answer)
     }
 
