@@ -4,6 +4,7 @@
 mod support;
 
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -272,4 +273,63 @@ async fn the_ledger_reports_its_batches_and_verdicts_as_prometheus_metrics() {
         "{text}"
     );
     assert!(text.contains("guarantor_ledger_batch_size"), "{text}");
+}
+
+#[tokio::test]
+async fn a_service_run_alone_serves_health_readiness_and_metrics_on_its_ops_address() {
+    let mut system = System::up().await;
+    let start = |part: &str, node: &str| {
+        let port = guarantor_testkit::free_port();
+        let child = system
+            .command()
+            .env("GUARANTOR_OPS_ADDR", format!("127.0.0.1:{port}"))
+            .env("GUARANTOR_TRON_NODE_URL", node)
+            .arg(part)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, format!("http://127.0.0.1:{port}"))
+    };
+    let (_ledger, ledger) = start("ledger", &system.devnet);
+    // A scanner whose node does not answer.
+    let (_scanner, scanner) = start(
+        "scanner",
+        &format!("http://127.0.0.1:{}", guarantor_testkit::free_port()),
+    );
+    let http = reqwest::Client::new();
+    let get = async |url: String| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = http.get(&url).send().await {
+                let status = response.status();
+                return (status, response.text().await.unwrap());
+            }
+            assert!(Instant::now() < deadline, "{url} never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    assert_eq!(get(format!("{ledger}/healthz")).await.0, StatusCode::OK);
+    let (status, body) = get(format!("{ledger}/readyz")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = get(format!("{ledger}/metrics")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = get(format!("{scanner}/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("tron_node"), "{body}");
+
+    system.stop_nats();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let (status, body) = get(format!("{ledger}/readyz")).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still ready without NATS: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        body.contains("nats") && body.contains("\"code\":\"unavailable\""),
+        "{body}"
+    );
 }

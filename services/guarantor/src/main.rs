@@ -4,6 +4,7 @@
 
 mod apikey;
 mod bench;
+mod health;
 mod infra;
 mod ops;
 mod run;

@@ -86,14 +86,50 @@ impl Part {
 pub async fn single(config: Config, part: Part) -> anyhow::Result<()> {
     let _telemetry = guarantor_telemetry::init(part.name(), config.log_format, config.sentry_dsn.as_ref())?;
     let shutdown = guarantor_telemetry::shutdown_token();
+    // The recorder first, so that nothing a part measures is lost.
+    guarantor_ingress::metrics_handle();
     let config = Arc::new(config);
     let infra = prepare(&config, part.name(), false).await?;
-    run_part(part, infra, config, shutdown).await
+    let reads_chain = matches!(part, Part::Scanner | Part::Sweeper);
+    let ops = serve_ops(&config, &infra, reads_chain, shutdown.clone())?;
+    let outcome = run_part(part, infra, config, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(ops) = ops {
+        ops.await??;
+    }
+    outcome
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `GUARANTOR_OPS_ADDR`, when it is set.
+fn serve_ops(
+    config: &Config,
+    infra: &Infra,
+    reads_chain: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let Some(addr) = config.ops_addr else {
+        return Ok(None);
+    };
+    let node = if reads_chain {
+        let mut node = node_config(config);
+        node.max_retries = 0;
+        node.timeout = Duration::from_secs(2);
+        Some(guarantor_tron::client::NodeClient::new(node)?)
+    } else {
+        None
+    };
+    let dependencies = crate::health::Dependencies {
+        pool: infra.pool.clone(),
+        nats: infra.nats.clone(),
+        node,
+    };
+    Ok(Some(tokio::spawn(crate::health::serve(addr, dependencies, shutdown))))
 }
 
 pub async fn up(mut config: Config) -> anyhow::Result<()> {
     let _telemetry = guarantor_telemetry::init("up", config.log_format, config.sentry_dsn.as_ref())?;
     let shutdown = guarantor_telemetry::shutdown_token();
+    guarantor_ingress::metrics_handle();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create GUARANTOR_DATA_DIR {}", config.data_dir.display()))?;
     if config.tron.hd_secret.is_none() {
@@ -108,9 +144,12 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
         parts.push(Part::Devnet);
     }
     let mut tasks = JoinSet::new();
+    if let Some(ops) = serve_ops(&config, &infra, true, shutdown.clone())? {
+        tasks.spawn(async move { ("ops endpoints", ops.await.unwrap_or_else(|err| Err(err.into()))) });
+    }
     for part in parts {
         let (infra, config, shutdown) = (infra.clone(), config.clone(), shutdown.clone());
-        tasks.spawn(async move { (part, run_part(part, infra, config, shutdown).await) });
+        tasks.spawn(async move { (part.name(), run_part(part, infra, config, shutdown).await) });
     }
     // The first part to stop (normally because of the shutdown signal) stops the others.
     let mut result = Ok(());
@@ -118,8 +157,8 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
         shutdown.cancel();
         let (part, outcome) = joined.context("a service task panicked")?;
         if let Err(err) = outcome {
-            tracing::error!(part = part.name(), error = format!("{err:#}"), "service failed");
-            result = Err(err.context(format!("{} failed", part.name())));
+            tracing::error!(part, error = format!("{err:#}"), "service failed");
+            result = Err(err.context(format!("{part} failed")));
         }
     }
     result
@@ -194,7 +233,7 @@ async fn run_part(part: Part, infra: Infra, config: Arc<Config>, shutdown: Cance
 }
 
 /// The TRON node the services use: `GUARANTOR_TRON_NODE_URL`, else the local devnet.
-fn node_client(config: &Config) -> anyhow::Result<guarantor_tron::client::NodeClient> {
+fn node_config(config: &Config) -> guarantor_tron::client::NodeConfig {
     let url = config
         .tron
         .node_url
@@ -203,7 +242,11 @@ fn node_client(config: &Config) -> anyhow::Result<guarantor_tron::client::NodeCl
     let mut node = guarantor_tron::client::NodeConfig::new(url);
     node.api_key = config.tron.api_key.as_ref().map(|key| key.expose_secret().to_owned());
     node.rate_limit_rps = config.tron.rate_limit_rps;
-    Ok(guarantor_tron::client::NodeClient::new(node)?)
+    node
+}
+
+fn node_client(config: &Config) -> anyhow::Result<guarantor_tron::client::NodeClient> {
+    Ok(guarantor_tron::client::NodeClient::new(node_config(config))?)
 }
 
 /// On the first start, creates the dev tenant with a platform, an arbiter and an admin key and prints

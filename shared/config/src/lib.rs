@@ -95,6 +95,9 @@ pub struct Config {
     /// May carry credentials, so it is a secret.
     pub nats_url: SecretString,
     pub http_addr: SocketAddr,
+    /// Where a process serves `/healthz`, `/readyz` and `/metrics`; none: not served (the ingress
+    /// serves them on its API address anyway).
+    pub ops_addr: Option<SocketAddr>,
     pub tron: TronConfig,
     pub scan_interval_secs: u64,
     pub balance_check_interval_secs: u64,
@@ -159,6 +162,7 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             nats_url: env.secret("NATS_URL")?.unwrap_or_else(|| DEFAULT_NATS_URL.into()),
             http_addr: env.parsed_or("HTTP_ADDR", DEFAULT_HTTP_ADDR)?,
+            ops_addr: env.parsed("OPS_ADDR")?,
             tron: TronConfig {
                 node_url: env.url("TRON_NODE_URL")?,
                 api_key: env.secret("TRON_API_KEY")?,
@@ -330,8 +334,9 @@ mod tests {
 
     #[test]
     fn a_bad_value_is_refused_with_the_variable_named() {
-        let cases: [(&str, &str); 8] = [
+        let cases: [(&str, &str); 9] = [
             ("GUARANTOR_HTTP_ADDR", "not-an-address"),
+            ("GUARANTOR_OPS_ADDR", "localhost"),
             ("GUARANTOR_SCAN_INTERVAL_SECS", "0"),
             ("GUARANTOR_PAYMENT_TTL_SECS", "soon"),
             ("GUARANTOR_MAX_AMOUNT", "-5"),
