@@ -21,6 +21,8 @@ use crate::infra;
 const DEV_TENANT: &str = "dev";
 const DEV_KEYS_FILE: &str = "dev-api-keys.json";
 const DEV_SEED_FILE: &str = "dev-hd-seed.hex";
+const DEV_FEE_WALLET_FILE: &str = "dev-fee-wallet-key.hex";
+const DEV_MAIN_WALLET_FILE: &str = "dev-main-wallet-key.hex";
 
 /// `guarantor devnet` flags; each overrides its `GUARANTOR_DEVNET_*` variable.
 #[derive(Debug, clap::Args)]
@@ -135,6 +137,24 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     if config.tron.hd_secret.is_none() {
         config.tron.hd_secret = Some(dev_seed(&config.data_dir)?);
     }
+    if config.tron.node_url.is_none() {
+        if config.tron.fee_wallet_key.is_none() {
+            let key = dev_key(&config.data_dir, DEV_FEE_WALLET_FILE)?;
+            println!(
+                " DEV ONLY — the sweeper's fee wallet {} (key in {DEV_FEE_WALLET_FILE}), funded from the devnet.",
+                key.address()
+            );
+            config.tron.fee_wallet_key = Some(key.to_hex().into());
+        }
+        if config.tron.main_wallet.is_none() {
+            let key = dev_key(&config.data_dir, DEV_MAIN_WALLET_FILE)?;
+            println!(
+                " DEV ONLY — sweeps go to the main wallet {} (key in {DEV_MAIN_WALLET_FILE}).",
+                key.address()
+            );
+            config.tron.main_wallet = Some(key.address());
+        }
+    }
     let config = Arc::new(config);
     let infra = prepare(&config, "up", true).await?;
     announce_dev_keys(&infra.pool, &config.data_dir).await?;
@@ -216,7 +236,13 @@ async fn run_part(part: Part, infra: Infra, config: Arc<Config>, shutdown: Cance
             let js = guarantor_messaging::jetstream(&infra.nats);
             guarantor_payment_scanner::run(infra.pool, js, reader, settings, shutdown).await?
         }
-        Part::Sweeper => guarantor_sweeper::run(shutdown).await,
+        Part::Sweeper => {
+            let sweeper = sweeper(&config, infra.pool)?;
+            if config.tron.node_url.is_none() {
+                fund_dev_fee_wallet(&config, &sweeper.wallets.fee_wallet.address(), &shutdown).await;
+            }
+            guarantor_sweeper::run(sweeper, shutdown).await
+        }
         Part::Devnet => {
             let args = DevnetArgs {
                 addr: None,
@@ -293,6 +319,101 @@ async fn announce_dev_keys(pool: &guarantor_store::PgPool, data_dir: &Path) -> a
     println!(" Never use these keys outside local development.");
     println!("──────────────────────────────────────────────────────────────────────────");
     Ok(())
+}
+
+/// The sweeper, from the configuration: it needs the HD seed (deposit keys), the fee wallet's key and
+/// the main wallet.
+fn sweeper(config: &Config, pool: guarantor_store::PgPool) -> anyhow::Result<guarantor_sweeper::Sweeper> {
+    let hd = config
+        .tron
+        .hd_secret
+        .as_ref()
+        .context("the sweeper needs GUARANTOR_HD_SEED or GUARANTOR_HD_MNEMONIC")?
+        .wallet()?;
+    let fee_wallet = config
+        .tron
+        .fee_wallet_key
+        .as_ref()
+        .context("the sweeper needs GUARANTOR_TRON_FEE_WALLET_KEY")?;
+    let fee_wallet = guarantor_tron::PrivateKey::from_hex(fee_wallet.expose_secret())
+        .map_err(|_| anyhow::anyhow!("GUARANTOR_TRON_FEE_WALLET_KEY is not a secp256k1 key in hex"))?;
+    let main_wallet = config
+        .tron
+        .main_wallet
+        .context("the sweeper needs GUARANTOR_TRON_MAIN_WALLET")?;
+    let node = node_client(config)?;
+    let sweep = &config.sweep;
+    Ok(guarantor_sweeper::Sweeper {
+        pool,
+        reader: guarantor_tron::solid::SolidReader::new(node.counted_apart(), config.tron.usdt_contract),
+        node,
+        wallets: guarantor_sweeper::Wallets {
+            hd,
+            fee_wallet,
+            main_wallet,
+        },
+        settings: guarantor_sweeper::SweepSettings {
+            interval: Duration::from_secs(sweep.interval_secs),
+            min_amount: config.sweep_min_amount,
+            fee_margin_percent: sweep.fee_margin_percent,
+            max_fee_sun: i64::try_from(sweep.max_fee_trx)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000),
+            tx_lifetime: Duration::from_secs(sweep.tx_lifetime_secs),
+            max_attempts: i32::try_from(sweep.max_attempts).unwrap_or(i32::MAX),
+        },
+        holder: uuid::Uuid::new_v4(),
+    })
+}
+
+/// With the devnet: tops the dev fee wallet up from the genesis account (through the faucet) when
+/// it runs low, waiting for the devnet to answer.
+async fn fund_dev_fee_wallet(config: &Config, fee_wallet: &guarantor_tron::TronAddress, shutdown: &CancellationToken) {
+    let devnet = format!("http://{}", config.devnet.addr);
+    let Ok(node) = guarantor_tron::client::NodeClient::new(guarantor_tron::client::NodeConfig::new(devnet.clone()))
+    else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    loop {
+        let balance = tokio::select! {
+            () = shutdown.cancelled() => return,
+            account = node.account(fee_wallet) => account.map(|a| a.map_or(0, |a| a.balance_sun)),
+        };
+        let funded = match balance {
+            Ok(balance) if balance >= 1_000 * 1_000_000 => true,
+            Ok(_) => http
+                .post(format!("{devnet}/devnet/faucet"))
+                .json(&serde_json::json!({ "address": fee_wallet.to_base58(), "trx": "100000" }))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+            Err(_) => false,
+        };
+        if funded {
+            return;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// A dev-only key kept in the data directory, made on the first start.
+fn dev_key(data_dir: &Path, file: &str) -> anyhow::Result<guarantor_tron::PrivateKey> {
+    let path = data_dir.join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => guarantor_tron::PrivateKey::from_hex(text.trim())
+            .map_err(|_| anyhow::anyhow!("{} does not hold a key", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => loop {
+            if let Ok(key) = guarantor_tron::PrivateKey::from_bytes(&rand::random::<[u8; 32]>()) {
+                write_private(&path, &format!("{}\n", key.to_hex()))?;
+                return Ok(key);
+            }
+        },
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 /// The dev-only HD seed of the data directory, made on the first start: deposit addresses of a

@@ -122,7 +122,11 @@ pub async fn run(
 async fn token_checked(reader: &SolidReader, shutdown: &CancellationToken) -> anyhow::Result<bool> {
     let expected = u64::from(guarantor_domain::Currency::Usdt.decimals());
     loop {
-        match reader.token_decimals().await {
+        let answer = tokio::select! {
+            () = shutdown.cancelled() => return Ok(false),
+            answer = reader.token_decimals() => answer,
+        };
+        match answer {
             Ok(decimals) if decimals == expected => return Ok(true),
             Ok(decimals) => anyhow::bail!(
                 "the token {} has {decimals} decimals, not USDT's {expected}: check GUARANTOR_TRON_USDT_CONTRACT",

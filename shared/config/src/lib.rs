@@ -78,6 +78,20 @@ pub struct TronConfig {
     pub hd_secret: Option<HdSecret>,
 }
 
+/// How the sweeper works.
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    pub interval_secs: u64,
+    /// Margin on the estimated energy, in percent.
+    pub fee_margin_percent: u32,
+    /// The most TRX one sweep's transfer may need.
+    pub max_fee_trx: u64,
+    /// How long a built transaction stays valid.
+    pub tx_lifetime_secs: u64,
+    /// Failed attempts before a sweep is `failed`.
+    pub max_attempts: u32,
+}
+
 /// The local TRON devnet (`guarantor devnet`, and `guarantor up` without a node URL).
 #[derive(Debug, Clone)]
 pub struct DevnetConfig {
@@ -105,6 +119,7 @@ pub struct Config {
     pub payment_grace_secs: u64,
     pub payment_ttl_secs: u64,
     pub sweep_min_amount: Decimal,
+    pub sweep: SweepConfig,
     pub max_amount: Decimal,
     /// How long the ingress waits for the ledger before answering 202 with a command id.
     pub command_timeout_ms: u64,
@@ -178,6 +193,15 @@ impl Config {
             payment_grace_secs: env.positive("PAYMENT_GRACE_SECS", 30 * 86_400)?,
             payment_ttl_secs: env.positive("PAYMENT_TTL_SECS", 86_400)?,
             sweep_min_amount,
+            sweep: SweepConfig {
+                interval_secs: env.positive("SWEEP_INTERVAL_SECS", 30)?,
+                fee_margin_percent: u32::try_from(env.parsed_or::<u64>("SWEEP_FEE_MARGIN_PERCENT", "20")?)
+                    .map_err(|_| env.error("SWEEP_FEE_MARGIN_PERCENT", "too large"))?,
+                max_fee_trx: env.positive("SWEEP_MAX_FEE_TRX", 50)?,
+                tx_lifetime_secs: env.positive("SWEEP_TX_LIFETIME_SECS", 120)?,
+                max_attempts: u32::try_from(env.positive("SWEEP_MAX_ATTEMPTS", 5)?)
+                    .map_err(|_| env.error("SWEEP_MAX_ATTEMPTS", "too large"))?,
+            },
             max_amount,
             command_timeout_ms: env.positive("COMMAND_TIMEOUT_MS", 5_000)?,
             ledger_ack_wait_secs: env.positive("LEDGER_ACK_WAIT_SECS", 30)?,

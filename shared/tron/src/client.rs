@@ -487,7 +487,8 @@ impl NodeClient {
         abi::decode_uint(&word).map_err(unexpected)
     }
 
-    /// The energy a TRC-20 transfer would use now (a constant call's `energy_used`).
+    /// The energy a TRC-20 transfer would use now (a constant call's `energy_used` plus its
+    /// `energy_penalty`); an error when the transfer would revert.
     pub async fn estimate_transfer_energy(
         &self,
         token: &TronAddress,
@@ -498,9 +499,12 @@ impl NodeClient {
         let answer = self
             .constant(owner, token, &abi::encode_transfer(to, amount), false)
             .await?;
-        answer["energy_used"]
+        let used = answer["energy_used"]
             .as_i64()
-            .ok_or_else(|| unexpected("no energy_used"))
+            .ok_or_else(|| unexpected("no energy_used"))?;
+        // Under the dynamic energy model a popular contract adds a penalty (omitted when zero).
+        let penalty = answer["energy_penalty"].as_i64().unwrap_or(0);
+        Ok(used + penalty)
     }
 
     /// A header referencing the current head block, valid for `lifetime`.
@@ -559,6 +563,11 @@ impl NodeClient {
     /// Broadcasts signed bytes; java-tron's refusal codes come back as [`NodeError::Refused`].
     pub async fn broadcast(&self, signed: &SignedTransaction) -> Result<String, NodeError> {
         let bytes = signed.to_bytes().map_err(unexpected)?;
+        self.broadcast_raw(&bytes, &signed.txid_hex()).await
+    }
+
+    /// Broadcasts a signed `Transaction` exactly as stored (never re-encoded); answers `txid`.
+    pub async fn broadcast_raw(&self, bytes: &[u8], txid: &str) -> Result<String, NodeError> {
         let answer = self
             .call(
                 "/wallet/broadcasthex",
@@ -566,7 +575,7 @@ impl NodeClient {
             )
             .await?;
         if answer["result"].as_bool() == Some(true) {
-            return Ok(signed.txid_hex());
+            return Ok(txid.to_owned());
         }
         let code = answer["code"]
             .as_str()

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 
 use crate::client::{NodeClient, NodeError};
-use crate::reply::{parse, BlockJson, InfoJson};
+use crate::reply::{parse, AccountJson, BlockJson, InfoJson};
 use crate::TronAddress;
 
 /// Proof of origin: only this module constructs it.
@@ -39,7 +39,7 @@ pub struct SolidTransfer {
 pub struct SolidBlock {
     pub number: u64,
     pub time_ms: i64,
-    pub transactions: usize,
+    pub txids: Vec<String>,
     pub transfers: Vec<SolidTransfer>,
     pub solidified: Solidified,
 }
@@ -184,7 +184,7 @@ impl SolidReader {
         Ok(SolidBlock {
             number,
             time_ms: header.timestamp,
-            transactions: block.transactions.len(),
+            txids: block.transactions.into_iter().map(|t| t.txid).collect(),
             transfers,
             solidified: Solidified(()),
         })
@@ -194,6 +194,12 @@ impl SolidReader {
     /// (or unknown to the node). A `{}` is never taken as proof that nothing arrived: the caller only
     /// credits what this returns.
     pub async fn transaction(&self, txid: &str) -> Result<Option<Vec<SolidTransfer>>, NodeError> {
+        Ok(self.receipt(txid).await?.map(|receipt| receipt.transfers))
+    }
+
+    /// The solidified receipt of transaction `txid`; `None` while there is none (which proves
+    /// nothing about the transaction: only reading the blocks of its validity window does).
+    pub async fn receipt(&self, txid: &str) -> Result<Option<SolidReceipt>, NodeError> {
         if !txid_ok(txid) {
             return Err(malformed(format!("not a txid: {txid}")));
         }
@@ -208,8 +214,45 @@ impl SolidReader {
         if info.id != txid {
             return Err(malformed(format!("asked for {txid}, got the receipt of {}", info.id)));
         }
-        transfers_of(&info, &self.token).map(Some)
+        Ok(Some(SolidReceipt {
+            transfers: transfers_of(&info, &self.token)?,
+            block_number: info.block_number,
+            fee_sun: info.fee,
+            result: info.receipt.result.clone(),
+            failed: info.result.as_deref() == Some("FAILED"),
+            solidified: Solidified(()),
+        }))
     }
+
+    /// The TRX balance of `address` in solidified state; `None` for an account never activated.
+    pub async fn trx_balance(&self, address: &TronAddress) -> Result<Option<i64>, NodeError> {
+        let raw = self
+            .node
+            .call(
+                "/walletsolidity/getaccount",
+                Some(json!({ "address": address.to_base58(), "visible": true })),
+            )
+            .await?;
+        if is_empty_object(&raw) {
+            return Ok(None);
+        }
+        let account: AccountJson = parse("account", raw)?;
+        Ok(Some(account.balance))
+    }
+}
+
+/// A solidified receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SolidReceipt {
+    pub block_number: u64,
+    /// Everything the transaction burned (bandwidth, energy, account creation), in sun.
+    pub fee_sun: i64,
+    /// A contract call's outcome (SUCCESS, REVERT, OUT_OF_ENERGY, ...); `None` for a TRX transfer.
+    pub result: Option<String>,
+    pub failed: bool,
+    /// The watched token's `Transfer`s in it.
+    pub transfers: Vec<SolidTransfer>,
+    pub solidified: Solidified,
 }
 
 #[cfg(test)]

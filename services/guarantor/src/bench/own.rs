@@ -117,6 +117,10 @@ impl System {
             dir,
         };
         let exe = std::env::current_exe()?;
+        // Keys of the benchmark's own, made for this run only (the sweeper needs them to start).
+        let seed = hex::encode(rand::random::<[u8; 32]>());
+        let fee_wallet = guarantor_tron::PrivateKey::from_bytes(&rand::random::<[u8; 32]>())?;
+        let main_wallet = guarantor_tron::PrivateKey::from_bytes(&rand::random::<[u8; 32]>())?.address();
         for service in SERVICES {
             let log = std::fs::File::create(system.dir.path().join(format!("{service}.log")))?;
             let mut command = Command::new(&exe);
@@ -130,6 +134,9 @@ impl System {
                 .env("GUARANTOR_NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
                 .env("GUARANTOR_HTTP_ADDR", format!("127.0.0.1:{}", system.http_port))
                 .env("GUARANTOR_LOG_FORMAT", "json")
+                .env("GUARANTOR_HD_SEED", &seed)
+                .env("GUARANTOR_TRON_FEE_WALLET_KEY", fee_wallet.to_hex())
+                .env("GUARANTOR_TRON_MAIN_WALLET", main_wallet.to_base58())
                 .env("RUST_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
