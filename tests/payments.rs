@@ -406,7 +406,11 @@ async fn a_reorged_transfer_and_a_lookalike_token_are_never_credited() {
     let reorged = faucet(&system, &address, "usdt", "10").await;
     system.blocks(1).await;
     let reorg = system.devnet_control("/devnet/reorg", json!({ "depth": 1 })).await;
-    assert_eq!(reorg["dropped_txids"], json!([reorged]));
+    // (The block may hold other transactions too, e.g. the dev fee wallet's funding.)
+    assert!(
+        reorg["dropped_txids"].as_array().unwrap().contains(&json!(reorged)),
+        "{reorg}"
+    );
     faucet(&system, &address, "lookalike", "10").await;
     mine_and_scan(&system).await;
     let head = system.blocks(1).await;
