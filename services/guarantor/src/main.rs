@@ -56,8 +56,13 @@ enum Command {
         #[command(subcommand)]
         command: ops::DlqCommand,
     },
-    /// Checks the ledger's invariants from the database.
-    Reconcile,
+    /// Sweeps of deposit addresses to the main wallet.
+    Sweeps {
+        #[command(subcommand)]
+        command: ops::SweepsCommand,
+    },
+    /// Checks the ledger's invariants from the database, and invariant 5 against the chain.
+    Reconcile(ops::ReconcileArgs),
     /// Measures the full path against pgbench and JetStream baselines of the same run (SPEC §11).
     Bench(bench::BenchArgs),
     /// Measures the scanner: a balance-check cycle and the block follower over planted deposits on a
@@ -122,7 +127,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Apikey { command } => apikey::run(&config, command).await,
         Command::Replay(args) => ops::replay(&config, args).await,
         Command::Dlq { command } => ops::dlq(&config, command).await,
-        Command::Reconcile => ops::reconcile(&config).await,
+        Command::Reconcile(args) => ops::reconcile(&config, args).await,
+        Command::Sweeps { command } => ops::sweeps(&config, command).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::BenchScanner(args) => bench::scanner::run(config, args).await,
     }

@@ -107,15 +107,130 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
 }
 
 /// Checks invariants 1–4; exits non-zero when any is violated.
-pub async fn reconcile(config: &Config) -> anyhow::Result<()> {
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// Also check invariant 5 against the chain (on by default when GUARANTOR_TRON_NODE_URL is set;
+    /// without it, the devnet at GUARANTOR_DEVNET_ADDR is asked)
+    #[arg(long)]
+    chain: bool,
+}
+
+pub async fn reconcile(config: &Config, args: ReconcileArgs) -> anyhow::Result<()> {
     let pool = infra::postgres(config, 2).await?;
     let violations = guarantor_ledger::reconcile::check(&pool).await?;
-    if violations.is_empty() {
-        println!("ok: invariants 1-4 hold");
-        return Ok(());
-    }
     for violation in &violations {
         println!("invariant {}: {}", violation.invariant, violation.detail);
     }
-    anyhow::bail!("{} violation(s) found", violations.len())
+    if violations.is_empty() {
+        println!("ok: invariants 1-4 hold");
+    }
+    let mut differences = 0;
+    if args.chain || config.tron.node_url.is_some() {
+        let node = crate::run::node_client(config)?;
+        let reader = guarantor_tron::solid::SolidReader::new(node, config.tron.usdt_contract);
+        let report = guarantor_sweeper::reconcile::against_chain(&pool, &reader).await?;
+        for difference in &report.differences {
+            println!(
+                "invariant 5: {} (payment {}): credited {} but {} on chain + {} swept: {} missing{}",
+                difference.address,
+                difference.payment_id,
+                difference.credited,
+                difference.on_chain,
+                difference.swept,
+                difference.missing(),
+                if difference.open_sweeps > 0 {
+                    " (a sweep is in flight)"
+                } else {
+                    ""
+                }
+            );
+        }
+        println!(
+            "chain: {} addresses, credited {} = on chain {} + swept {}: difference {}",
+            report.addresses,
+            report.credited,
+            report.on_chain,
+            report.swept,
+            report.credited - report.on_chain - report.swept
+        );
+        differences = report.differences.len();
+        if differences == 0 {
+            println!("ok: invariant 5 holds");
+        }
+    }
+    if violations.is_empty() && differences == 0 {
+        return Ok(());
+    }
+    anyhow::bail!("{} violation(s) found", violations.len() + differences)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SweepsCommand {
+    /// Lists sweeps, newest first: address, amount, status, transactions, fee paid, last error.
+    List {
+        /// Only sweeps in this status (fee_check, topping_up, sending, confirmed, failed).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sends a failed sweep back to its fee check, once its cause is fixed (e.g. the fee wallet funded).
+    Retry { id: i64 },
+}
+
+pub async fn sweeps(config: &Config, command: SweepsCommand) -> anyhow::Result<()> {
+    let pool = infra::postgres(config, 2).await?;
+    match command {
+        SweepsCommand::List { status, limit, json } => {
+            let sweeps = guarantor_store::views::sweeps(&pool, status.as_deref(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sweeps)?);
+                return Ok(());
+            }
+            println!(
+                "{:>6} {:>8} {:<34} {:>14} {:<10} {:>12} {:>8}  last error / transactions",
+                "sweep", "payment", "address", "amount", "status", "fee paid", "attempts"
+            );
+            for sweep in sweeps {
+                let txids: Vec<String> = sweep
+                    .transactions
+                    .as_array()
+                    .map(|txs| {
+                        txs.iter()
+                            .map(|t| {
+                                format!(
+                                    "{}:{}:{}",
+                                    t["kind"].as_str().unwrap_or("?"),
+                                    t["txid"].as_str().unwrap_or("?"),
+                                    t["status"].as_str().unwrap_or("?")
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{:>6} {:>8} {:<34} {:>14} {:<10} {:>12} {:>8}  {}",
+                    sweep.sweep_id,
+                    sweep.payment_id,
+                    sweep.address,
+                    sweep.amount,
+                    sweep.status,
+                    sweep.fee_paid_sun,
+                    sweep.attempts,
+                    sweep.last_error.unwrap_or_else(|| txids.join(" "))
+                );
+            }
+            Ok(())
+        }
+        SweepsCommand::Retry { id } => {
+            anyhow::ensure!(
+                guarantor_store::views::retry_sweep(&pool, id).await?,
+                "sweep {id} is not a failed sweep"
+            );
+            println!("sweep {id} goes back to its fee check");
+            Ok(())
+        }
+    }
 }

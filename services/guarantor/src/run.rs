@@ -137,6 +137,7 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     if config.tron.hd_secret.is_none() {
         config.tron.hd_secret = Some(dev_seed(&config.data_dir)?);
     }
+    let mut dev_fee_wallet = None;
     if config.tron.node_url.is_none() {
         if config.tron.fee_wallet_key.is_none() {
             let key = dev_key(&config.data_dir, DEV_FEE_WALLET_FILE)?;
@@ -145,6 +146,7 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
                 key.address()
             );
             config.tron.fee_wallet_key = Some(key.to_hex().into());
+            dev_fee_wallet = Some(key.address());
         }
         if config.tron.main_wallet.is_none() {
             let key = dev_key(&config.data_dir, DEV_MAIN_WALLET_FILE)?;
@@ -162,6 +164,10 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     let mut parts = vec![Part::Ingress, Part::Ledger, Part::Scanner, Part::Sweeper];
     if config.tron.node_url.is_none() {
         parts.push(Part::Devnet);
+    }
+    if let Some(fee_wallet) = dev_fee_wallet {
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { fund_dev_fee_wallet(&config, &fee_wallet, &shutdown).await });
     }
     let mut tasks = JoinSet::new();
     if let Some(ops) = serve_ops(&config, &infra, true, shutdown.clone())? {
@@ -236,13 +242,7 @@ async fn run_part(part: Part, infra: Infra, config: Arc<Config>, shutdown: Cance
             let js = guarantor_messaging::jetstream(&infra.nats);
             guarantor_payment_scanner::run(infra.pool, js, reader, settings, shutdown).await?
         }
-        Part::Sweeper => {
-            let sweeper = sweeper(&config, infra.pool)?;
-            if config.tron.node_url.is_none() {
-                fund_dev_fee_wallet(&config, &sweeper.wallets.fee_wallet.address(), &shutdown).await;
-            }
-            guarantor_sweeper::run(sweeper, shutdown).await
-        }
+        Part::Sweeper => guarantor_sweeper::run(sweeper(&config, infra.pool)?, shutdown).await,
         Part::Devnet => {
             let args = DevnetArgs {
                 addr: None,
@@ -271,7 +271,7 @@ fn node_config(config: &Config) -> guarantor_tron::client::NodeConfig {
     node
 }
 
-fn node_client(config: &Config) -> anyhow::Result<guarantor_tron::client::NodeClient> {
+pub fn node_client(config: &Config) -> anyhow::Result<guarantor_tron::client::NodeClient> {
     Ok(guarantor_tron::client::NodeClient::new(node_config(config))?)
 }
 
@@ -366,8 +366,8 @@ fn sweeper(config: &Config, pool: guarantor_store::PgPool) -> anyhow::Result<gua
     })
 }
 
-/// With the devnet: tops the dev fee wallet up from the genesis account (through the faucet) when
-/// it runs low, waiting for the devnet to answer.
+/// With the devnet: funds the dev fee wallet `up` generated from the genesis account (through the
+/// faucet) when it holds less than 1,000 TRX, waiting for the devnet to answer.
 async fn fund_dev_fee_wallet(config: &Config, fee_wallet: &guarantor_tron::TronAddress, shutdown: &CancellationToken) {
     let devnet = format!("http://{}", config.devnet.addr);
     let Ok(node) = guarantor_tron::client::NodeClient::new(guarantor_tron::client::NodeConfig::new(devnet.clone()))

@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::deals::close_customer))
         .routes(routes!(routes::commands::get))
         .routes(routes!(routes::admin::adjust))
+        .routes(routes!(routes::admin::sweeps))
         .routes(routes!(routes::gateways::list))
         .routes(routes!(routes::payments::create))
         .routes(routes!(routes::payments::get))

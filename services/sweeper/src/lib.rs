@@ -22,6 +22,7 @@
 //! `failed` (`sweep.failed`) until an operator retries it.
 
 pub mod fee;
+pub mod reconcile;
 pub mod repo;
 
 use std::time::Duration;

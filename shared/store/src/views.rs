@@ -343,3 +343,78 @@ pub async fn payment(
     .collect::<sqlx::Result<Vec<_>>>()?;
     Ok(Some(row.view(deposits)))
 }
+
+/// A sweep as operators see it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SweepView {
+    pub sweep_id: i64,
+    pub payment_id: i64,
+    pub tenant_id: i64,
+    /// The deposit address swept.
+    pub address: String,
+    #[schema(example = "25.000000")]
+    pub amount: String,
+    /// `fee_check`, `topping_up`, `sending`, `confirmed` or `failed`.
+    pub status: String,
+    /// TRX (sun) the transfer needs, as last estimated.
+    pub fee_needed_sun: Option<i64>,
+    /// TRX (sun) really burned so far, from receipts.
+    pub fee_paid_sun: i64,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    /// The sweep's transactions, oldest first: `{"txid", "kind", "status", "result", "fee_sun"}`.
+    #[schema(value_type = Vec<Object>)]
+    pub transactions: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Sweeps, newest first, of one status or all.
+pub async fn sweeps(db: impl PgExecutor<'_>, status: Option<&str>, limit: i64) -> sqlx::Result<Vec<SweepView>> {
+    let rows = sqlx::query!(
+        r#"SELECT s.id, s.payment_id, s.tenant_id, s.address, s.amount, s.status, s.fee_needed_sun, s.fee_paid_sun,
+                  s.attempts, s.last_error, s.created_at, s.updated_at,
+                  COALESCE((SELECT json_agg(json_build_object('txid', t.txid, 'kind', t.kind, 'status', t.status,
+                                                              'result', t.result, 'fee_sun', t.fee_sun)
+                                            ORDER BY t.created_at)
+                            FROM sweep_transactions t WHERE t.sweep_id = s.id), '[]'::json) AS "transactions!"
+           FROM sweeps s
+           WHERE ($1::text IS NULL OR s.status = $1)
+           ORDER BY s.id DESC LIMIT $2"#,
+        status,
+        limit,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| SweepView {
+            sweep_id: row.id,
+            payment_id: row.payment_id,
+            tenant_id: row.tenant_id,
+            address: row.address,
+            amount: format_wire(row.amount, Currency::Usdt),
+            status: row.status,
+            fee_needed_sun: row.fee_needed_sun,
+            fee_paid_sun: row.fee_paid_sun,
+            attempts: row.attempts,
+            last_error: row.last_error,
+            transactions: row.transactions,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+        .collect())
+}
+
+/// Sends a failed sweep back to its fee check, now; false when `id` is not a failed sweep.
+pub async fn retry_sweep(db: impl PgExecutor<'_>, id: i64) -> sqlx::Result<bool> {
+    let retried = sqlx::query!(
+        "UPDATE sweeps SET status = 'fee_check', attempts = 0, last_error = NULL, next_attempt_at = now(),
+                locked_by = NULL, locked_until = NULL, updated_at = now()
+         WHERE id = $1 AND status = 'failed'",
+        id,
+    )
+    .execute(db)
+    .await?;
+    Ok(retried.rows_affected() == 1)
+}

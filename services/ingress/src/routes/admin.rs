@@ -1,8 +1,10 @@
 //! Operator actions. Admin keys act across tenants.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::Response;
+use axum::Json;
 use guarantor_domain::{Command, RawAmount, Role};
+use guarantor_store::views::{self, SweepView};
 use serde::{Deserialize, Serialize};
 
 use crate::api_keys::Principal;
@@ -75,4 +77,50 @@ pub async fn adjust(
         reason: body.reason,
     };
     dispatch::execute(&state, &principal, &meta, command, &raw).await
+}
+
+const SWEEP_STATUSES: [&str; 5] = ["fee_check", "topping_up", "sending", "confirmed", "failed"];
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct SweepParams {
+    /// Only sweeps in this status: fee_check, topping_up, sending, confirmed or failed.
+    pub status: Option<String>,
+    /// 1 to 500 (default 100).
+    pub limit: Option<i64>,
+}
+
+/// The sweeps of every tenant, newest first: address, amount, status, transactions, fee paid and
+/// last error.
+#[utoipa::path(
+    get,
+    path = "/admin/sweeps",
+    tag = "admin",
+    security(("api_key" = [])),
+    params(SweepParams),
+    responses(
+        (status = 200, body = [SweepView]),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)
+    )
+)]
+pub async fn sweeps(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<SweepParams>,
+) -> Result<Json<Vec<SweepView>>, ApiError> {
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(
+            ApiError::validation("limit must be 1 to 500").with_details(serde_json::json!({ "field": "limit" }))
+        );
+    }
+    if let Some(status) = params.status.as_deref().filter(|s| !SWEEP_STATUSES.contains(s)) {
+        return Err(ApiError::validation(format!("unknown sweep status {status:?}"))
+            .with_details(serde_json::json!({ "field": "status", "statuses": SWEEP_STATUSES })));
+    }
+    principal.require(&[Role::Admin])?;
+    views::sweeps(&state.pool, params.status.as_deref(), limit)
+        .await
+        .map(Json)
+        .map_err(ApiError::database)
 }
