@@ -116,6 +116,27 @@ async fn a_credited_deposit_is_swept_to_the_main_wallet_once_with_the_fee_the_ch
         assert!(violations.is_empty(), "{event}: {violations:?}");
     }
     assert!(support::sequence_violations(&events).is_empty());
+    // The sweeper's figures, as the next pass reports them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = system
+            .http
+            .get(format!("{}/metrics", system.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("guarantor_sweeps_total{status=\"confirmed\"} 1")
+            && metrics.contains("guarantor_unswept_usdt 0")
+        {
+            assert!(metrics.contains("guarantor_sweep_fee_trx_total"), "{metrics}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     system.assert_invariants().await;
 }
 

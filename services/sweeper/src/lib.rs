@@ -117,6 +117,7 @@ impl Sweeper {
         if opened > 0 {
             tracing::info!(opened, "sweeps opened");
         }
+        report(&repo::stats(&self.pool).await?);
         let lease = (self.settings.interval * 4).max(Duration::from_secs(60)).as_secs_f64();
         for sweep in repo::claim(&self.pool, self.holder, lease, 16).await? {
             match self.advance(&sweep).await {
@@ -481,6 +482,16 @@ impl Sweeper {
         }
         Ok(false)
     }
+}
+
+/// Sets the sweep metrics from the database's figures (the same whichever replica reports them).
+fn report(stats: &repo::Stats) {
+    for (status, count) in &stats.by_status {
+        metrics::gauge!("guarantor_sweeps_total", "status" => status.clone()).set(*count as f64);
+    }
+    let fee_trx = Decimal::from(stats.fee_paid_sun) / Decimal::from(1_000_000u32);
+    metrics::gauge!("guarantor_sweep_fee_trx_total").set(f64::try_from(fee_trx).unwrap_or(f64::NAN));
+    metrics::gauge!("guarantor_unswept_usdt").set(f64::try_from(stats.unswept).unwrap_or(f64::NAN));
 }
 
 /// Runs passes every `settings.interval` until `shutdown`.

@@ -71,6 +71,37 @@ pub struct StoredTx {
     pub expiration: DateTime<Utc>,
 }
 
+/// Figures for the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub by_status: Vec<(String, i64)>,
+    /// TRX (sun) burned by every sweep so far.
+    pub fee_paid_sun: i64,
+    /// Credited USDT not yet moved by a confirmed sweep.
+    pub unswept: Decimal,
+}
+
+pub async fn stats(pool: &PgPool) -> sqlx::Result<Stats> {
+    let row = sqlx::query!(
+        r#"SELECT
+               ARRAY(SELECT x.status FROM unnest(ARRAY['fee_check', 'topping_up', 'sending', 'confirmed', 'failed'])
+                         AS x(status) ORDER BY x.status) AS "statuses!",
+               ARRAY(SELECT (SELECT count(*) FROM sweeps s WHERE s.status = x.status)
+                     FROM unnest(ARRAY['fee_check', 'topping_up', 'sending', 'confirmed', 'failed']) AS x(status)
+                     ORDER BY x.status) AS "counts!",
+               COALESCE((SELECT sum(fee_paid_sun) FROM sweeps), 0)::bigint AS "fee_paid_sun!",
+               COALESCE((SELECT sum(amount) FROM deposits), 0)
+                 - COALESCE((SELECT sum(amount) FROM sweeps WHERE status = 'confirmed'), 0) AS "unswept!""#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Stats {
+        by_status: row.statuses.into_iter().zip(row.counts).collect(),
+        fee_paid_sun: row.fee_paid_sun,
+        unswept: row.unswept,
+    })
+}
+
 /// Opens a sweep for every address whose credited, unswept USDT reaches `min_amount` (and that has no
 /// failed sweep waiting for an operator). Returns how many were opened.
 pub async fn plan(pool: &PgPool, min_amount: Decimal) -> sqlx::Result<u64> {
