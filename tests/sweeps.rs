@@ -331,3 +331,294 @@ async fn a_sweep_failing_for_an_empty_fee_wallet_is_failed_with_its_reason_and_l
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed[0]["status"], "confirmed");
 }
+
+const LAG: u64 = 3;
+
+/// A system on a stepped devnet (blocks only when the test makes them) whose own sweeper sleeps: the
+/// sweeping is done by `guarantor sweeper` processes the test starts and kills.
+async fn stepped_system(extra: &[(&str, &str)]) -> System {
+    let mut vars = vec![
+        ("GUARANTOR_SCAN_INTERVAL_SECS", "1"),
+        ("GUARANTOR_SWEEP_INTERVAL_SECS", "3600"),
+        ("GUARANTOR_DEVNET_BLOCK_INTERVAL_MS", "3600000"),
+        ("GUARANTOR_DEVNET_SOLIDIFY_LAG", "3"),
+    ];
+    vars.extend_from_slice(extra);
+    System::start(&["up"], &vars).await
+}
+
+/// A `guarantor sweeper` with `up`'s dev keys, passing every second.
+fn sweeper(system: &System) -> tokio::process::Child {
+    let dir = system.data_dir.path();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("sweeper.log"))
+        .unwrap();
+    system
+        .command()
+        .env("GUARANTOR_SWEEP_INTERVAL_SECS", "1")
+        .env("GUARANTOR_TRON_NODE_URL", &system.devnet)
+        .env("GUARANTOR_HD_SEED_FILE", dir.join("dev-hd-seed.hex"))
+        .env("GUARANTOR_TRON_FEE_WALLET_KEY_FILE", dir.join("dev-fee-wallet-key.hex"))
+        .env("GUARANTOR_TRON_MAIN_WALLET", main_wallet(system).to_base58())
+        .arg("sweeper")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+async fn kill_9(child: &mut tokio::process::Child) {
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+/// Waits until `sql` (a boolean query) holds.
+async fn until(system: &System, sql: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let holds: bool = sqlx::query_scalar(sql).fetch_one(&system.db.pool).await.unwrap();
+        if holds {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never: {sql}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the devnet knows transaction `txid` (pending or mined).
+async fn known_to_node(system: &System, txid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found: serde_json::Value = system
+            .http
+            .post(format!("{}/wallet/gettransactionbyid", system.devnet))
+            .json(&json!({ "value": txid }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if found.get("txID").is_some() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{txid} never reached the node");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A paid, credited payment of `amount` whole USDT: its address and the token.
+async fn credited_payment(system: &System, amount: &str) -> (TronAddress, TronAddress) {
+    let user = system.user(&format!("payer-{amount}")).await;
+    let created = system
+        .post("/api/v1/payment")
+        .json(json!({ "gateway_id": 1, "user_id": user, "amount": amount }))
+        .send()
+        .await;
+    let payment = created.body["payment_id"].as_i64().unwrap();
+    let address: TronAddress = created.body["gateway_data"]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token: TronAddress = created.body["gateway_data"]["token_contract"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    system
+        .devnet_control(
+            "/devnet/faucet",
+            json!({ "address": address.to_base58(), "usdt": amount }),
+        )
+        .await;
+    system.blocks(1 + LAG).await;
+    system
+        .payment_until(payment, Duration::from_secs(30), |p| p["status"] == "success")
+        .await;
+    (address, token)
+}
+
+/// The USDT transfers the main wallet received (solidified), as TronGrid lists them.
+async fn arrived(system: &System, token: &TronAddress) -> Vec<(TronAddress, u64)> {
+    let node = NodeClient::new(NodeConfig::new(system.devnet.clone())).unwrap();
+    node.trc20_transfers_to(&main_wallet(system), token, 200)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.from, t.amount))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sweeper_killed_at_each_step_lands_exactly_one_transfer_and_one_top_up() {
+    let system = stepped_system(&[]).await;
+    // Funding of the dev fee wallet, mined and solidified.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    system.blocks(1 + LAG).await;
+    let (address, token) = credited_payment(&system, "20").await;
+
+    // 1. The top-up is stored, but every broadcast fails: killed while retrying.
+    system
+        .devnet_control("/devnet/faults", json!({ "broadcast_error_rate": 1.0 }))
+        .await;
+    let mut first = sweeper(&system);
+    until(
+        &system,
+        "SELECT EXISTS (SELECT 1 FROM sweep_transactions WHERE kind = 'top_up')",
+    )
+    .await;
+    kill_9(&mut first).await;
+    system.devnet_control("/devnet/faults", json!({})).await;
+
+    // 2. Restarted (once the dead holder's lease ran out): the same stored top-up is broadcast;
+    //    killed before it is mined.
+    let top_up: String = sqlx::query_scalar("SELECT txid FROM sweep_transactions WHERE kind = 'top_up'")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    let mut second = sweeper(&system);
+    known_to_node(&system, &top_up).await;
+    kill_9(&mut second).await;
+    system.blocks(1 + LAG).await;
+
+    // 3. Restarted: the top-up's receipt, then the transfer stored and broadcast; killed after the
+    //    transfer is mined but before its receipt is solidified and recorded.
+    let mut third = sweeper(&system);
+    until(
+        &system,
+        "SELECT EXISTS (SELECT 1 FROM sweep_transactions WHERE kind = 'transfer')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    system.blocks(1).await;
+    kill_9(&mut third).await;
+    system.blocks(LAG).await;
+
+    // 4. Restarted: the receipt is recorded.
+    let _fourth = sweeper(&system);
+    sweep_until(&system, "confirmed").await;
+
+    assert_eq!(
+        arrived(&system, &token).await,
+        [(address, 20_000_000)],
+        "exactly one transfer landed"
+    );
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT kind, status FROM sweep_transactions ORDER BY created_at")
+        .fetch_all(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("top_up".into(), "confirmed".into()),
+            ("transfer".into(), "confirmed".into())
+        ]
+    );
+    system.assert_invariants().await;
+    let (ok, report) = reconcile(&system).await;
+    assert!(ok, "{report}");
+}
+
+#[tokio::test]
+async fn a_transfer_the_node_dropped_is_replaced_only_after_it_expired_and_exactly_one_lands() {
+    let system = stepped_system(&[("GUARANTOR_SWEEP_TX_LIFETIME_SECS", "2")]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    system.blocks(1 + LAG).await;
+    let (address, token) = credited_payment(&system, "7").await;
+    let _sweeper = sweeper(&system);
+    // The top-up is broadcast; from now on the node accepts broadcasts and loses them.
+    until(
+        &system,
+        "SELECT EXISTS (SELECT 1 FROM sweep_transactions WHERE kind = 'top_up')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    system
+        .devnet_control("/devnet/faults", json!({ "drop_pending": true }))
+        .await;
+    system.blocks(1 + LAG).await;
+    until(
+        &system,
+        "SELECT EXISTS (SELECT 1 FROM sweep_transactions WHERE kind = 'transfer')",
+    )
+    .await;
+    // Blocks while the lost transfer expires (its re-broadcasts are lost too), then the node keeps
+    // what it accepts again.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        system.blocks(1).await;
+    }
+    system.devnet_control("/devnet/faults", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        system.blocks(1).await;
+        let confirmed: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sweeps WHERE status = 'confirmed')")
+            .fetch_one(&system.db.pool)
+            .await
+            .unwrap();
+        if confirmed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sweep never landed");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+
+    assert_eq!(
+        arrived(&system, &token).await,
+        [(address, 7_000_000)],
+        "exactly one transfer landed"
+    );
+    let transfers: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM sweep_transactions WHERE kind = 'transfer' ORDER BY created_at")
+            .fetch_all(&system.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(transfers, ["expired", "confirmed"]);
+    let (ok, report) = reconcile(&system).await;
+    assert!(ok, "{report}");
+}
+
+#[tokio::test]
+async fn two_sweeper_processes_sweep_each_address_once() {
+    let system = stepped_system(&[]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    system.blocks(1 + LAG).await;
+    let mut paid = Vec::new();
+    for amount in ["3", "4", "5"] {
+        paid.push(credited_payment(&system, amount).await);
+    }
+    let (_first, _second) = (sweeper(&system), sweeper(&system));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        system.blocks(1).await;
+        let confirmed: i64 = sqlx::query_scalar("SELECT count(*) FROM sweeps WHERE status = 'confirmed'")
+            .fetch_one(&system.db.pool)
+            .await
+            .unwrap();
+        if confirmed == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{confirmed} of 3 sweeps confirmed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let token = paid[0].1;
+    let mut landed = arrived(&system, &token).await;
+    landed.sort();
+    let mut expected: Vec<(TronAddress, u64)> = paid
+        .iter()
+        .zip([3_000_000, 4_000_000, 5_000_000])
+        .map(|((address, _), amount)| (*address, amount))
+        .collect();
+    expected.sort();
+    assert_eq!(landed, expected, "one transfer per address");
+    let top_ups: i64 = sqlx::query_scalar("SELECT count(*) FROM sweep_transactions WHERE kind = 'top_up'")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(top_ups, 3);
+    let (ok, report) = reconcile(&system).await;
+    assert!(ok, "{report}");
+}

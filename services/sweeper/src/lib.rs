@@ -118,7 +118,8 @@ impl Sweeper {
             tracing::info!(opened, "sweeps opened");
         }
         report(&repo::stats(&self.pool).await?);
-        let lease = (self.settings.interval * 4).max(Duration::from_secs(60)).as_secs_f64();
+        // Short, so that a crashed holder is taken over soon; every write is fenced by it anyway.
+        let lease = (self.settings.interval * 4).max(Duration::from_secs(10)).as_secs_f64();
         for sweep in repo::claim(&self.pool, self.holder, lease, 16).await? {
             match self.advance(&sweep).await {
                 Ok(()) => {}
@@ -284,10 +285,10 @@ impl Sweeper {
             self.move_to(sweep, SweepStatus::Sending, None, 0).await?;
             return Ok(());
         }
-        let header = self.node.header(self.settings.tx_lifetime).await?;
+        let (header, ref_block) = self.node.header_at_head(self.settings.tx_lifetime).await?;
         let raw = tx::trx_transfer(&header, &self.wallets.fee_wallet.address(), &address, missing);
         let stored = self
-            .sign_and_store(sweep, TxKind::TopUp, raw, &self.wallets.fee_wallet, None)
+            .sign_and_store(sweep, TxKind::TopUp, raw, ref_block, &self.wallets.fee_wallet, None)
             .await?;
         self.broadcast(&stored).await?;
         Err(SweepError::Waiting(format!("top-up {} sent", stored.txid)))
@@ -362,7 +363,7 @@ impl Sweeper {
         let limit = fee::fee_limit_sun(self.fee_inputs(sweep, &address).await?)
             .ok_or_else(|| SweepError::Failed("the fee limit does not fit in an integer".into()))?
             .min(needed);
-        let header = self.node.header(self.settings.tx_lifetime).await?;
+        let (header, ref_block) = self.node.header_at_head(self.settings.tx_lifetime).await?;
         let raw = tx::trc20_transfer(
             &header,
             &address,
@@ -376,6 +377,7 @@ impl Sweeper {
                 sweep,
                 TxKind::Transfer,
                 raw,
+                ref_block,
                 &key,
                 Some(
                     json!({ "sweep_id": sweep.id, "payment_id": sweep.payment_id, "address": sweep.address,
@@ -394,10 +396,10 @@ impl Sweeper {
         sweep: &Sweep,
         kind: TxKind,
         raw: guarantor_tron::proto::TransactionRaw,
+        ref_block: i64,
         key: &PrivateKey,
         submitted: Option<serde_json::Value>,
     ) -> Result<StoredTx, SweepError> {
-        let ref_block = i64::from(u16::from_be_bytes([raw.ref_block_bytes[0], raw.ref_block_bytes[1]]));
         let expiration = DateTime::<Utc>::from_timestamp_millis(raw.expiration)
             .ok_or_else(|| SweepError::Failed("bad expiration".into()))?;
         let signed = tx::sign(raw.encode_to_vec(), key);
@@ -460,17 +462,15 @@ impl Sweeper {
     /// True only when the solidified head is past the expiration and every solidified block from the
     /// reference block to the first one after the expiration was read without the transaction.
     async fn absent_for_good(&self, stored: &StoredTx) -> Result<bool, SweepError> {
-        let head = self.reader.head().await?;
+        let solid = self.reader.head().await?;
+        let Ok(start) = u64::try_from(stored.ref_block) else {
+            return Ok(false);
+        };
         let expiration_ms = stored.expiration.timestamp_millis();
-        // The reference block is stored by its low 16 bits; find the full number below the head.
-        let low = u64::try_from(stored.ref_block).unwrap_or(0);
-        let start = head - ((head.wrapping_sub(low)) % 65_536);
-        let head_block = self.reader.block(head).await?;
-        if head_block.time_ms <= expiration_ms {
+        if solid < start || self.reader.block(solid).await?.time_ms <= expiration_ms {
             return Ok(false);
         }
-        let mut number = start;
-        while number <= head {
+        for number in start..=solid {
             let block = self.reader.block(number).await?;
             if block.txids.contains(&stored.txid) {
                 return Ok(false);
@@ -478,7 +478,6 @@ impl Sweeper {
             if block.time_ms > expiration_ms {
                 return Ok(true);
             }
-            number += 1;
         }
         Ok(false)
     }

@@ -33,6 +33,8 @@ pub struct Faults {
     pub rate_limit_rps: u32,
     /// HTTP 200 with java-tron's `{"Error": ...}`.
     pub java_error_rate: f64,
+    /// 503 for broadcasts only (`broadcasttransaction`, `broadcasthex`).
+    pub broadcast_error_rate: f64,
     /// The body cut in the middle (truncated JSON).
     pub truncate_rate: f64,
     /// `{}` for a transaction the node knows (`gettransactioninfobyid`, `gettransactionbyid`).
@@ -274,6 +276,9 @@ async fn inject_faults(State(devnet): State<Devnet>, request: Request, next: Nex
         return java_error("org.tron.core.exception.TronException : SERVER_BUSY");
     }
     let path = request.uri().path().to_owned();
+    if path.starts_with("/wallet/broadcast") && chance(faults.broadcast_error_rate) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "injected broadcast fault").into_response();
+    }
     if (path.ends_with("/gettransactioninfobyid") || path.ends_with("/gettransactionbyid"))
         && chance(faults.empty_transaction_rate)
     {
@@ -1015,10 +1020,11 @@ async fn set_faults(State(devnet): State<Devnet>, Params(p): Params) -> Response
         rate("java_error_rate"),
         rate("truncate_rate"),
         rate("empty_transaction_rate"),
+        rate("broadcast_error_rate"),
     );
-    let (error_rate, java_error_rate, truncate_rate, empty_transaction_rate) = match rates {
-        (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
-        (Err(bad), _, _, _) | (_, Err(bad), _, _) | (_, _, Err(bad), _) | (_, _, _, Err(bad)) => {
+    let (error_rate, java_error_rate, truncate_rate, empty_transaction_rate, broadcast_error_rate) = match rates {
+        (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
+        (Err(bad), ..) | (_, Err(bad), ..) | (_, _, Err(bad), ..) | (_, _, _, Err(bad), _) | (.., Err(bad)) => {
             return bad.into_response()
         }
     };
@@ -1029,6 +1035,7 @@ async fn set_faults(State(devnet): State<Devnet>, Params(p): Params) -> Response
         latency_ms: p["latency_ms"].as_u64().unwrap_or(0),
         rate_limit_rps: u32::try_from(p["rate_limit_rps"].as_u64().unwrap_or(0)).unwrap_or(u32::MAX),
         java_error_rate,
+        broadcast_error_rate,
         truncate_rate,
         empty_transaction_rate,
         suspended_until: (suspend_secs > 0).then(|| Instant::now() + Duration::from_secs(suspend_secs)),
@@ -1045,6 +1052,7 @@ async fn set_faults(State(devnet): State<Devnet>, Params(p): Params) -> Response
         "latency_ms": faults.latency_ms,
         "rate_limit_rps": faults.rate_limit_rps,
         "java_error_rate": faults.java_error_rate,
+        "broadcast_error_rate": faults.broadcast_error_rate,
         "truncate_rate": faults.truncate_rate,
         "empty_transaction_rate": faults.empty_transaction_rate,
         "suspend_secs": suspend_secs,

@@ -509,14 +509,16 @@ impl NodeClient {
 
     /// A header referencing the current head block, valid for `lifetime`.
     pub async fn header(&self, lifetime: Duration) -> Result<TxHeader, NodeError> {
+        Ok(self.header_at_head(lifetime).await?.0)
+    }
+
+    /// A header referencing the current head block, valid for `lifetime`, with that block's number
+    /// (where the transaction's validity window starts).
+    pub async fn header_at_head(&self, lifetime: Duration) -> Result<(TxHeader, i64), NodeError> {
         let head = self.now_block(false).await?;
         let lifetime_ms = i64::try_from(lifetime.as_millis()).unwrap_or(60_000);
-        Ok(TxHeader::from_block(
-            head.number,
-            &head.id,
-            head.timestamp.max(now_ms()),
-            lifetime_ms,
-        ))
+        let header = TxHeader::from_block(head.number, &head.id, head.timestamp.max(now_ms()), lifetime_ms);
+        Ok((header, head.number))
     }
 
     fn raw_from_answer(transaction: &Value) -> Result<Vec<u8>, NodeError> {
