@@ -43,7 +43,8 @@ CREATE TABLE sweep_transactions (
     -- The reference block it was built on: its validity window starts there.
     ref_block   BIGINT      NOT NULL CHECK (ref_block >= 0),
     expiration  TIMESTAMPTZ NOT NULL,
-    status      TEXT        NOT NULL CHECK (status IN ('signed', 'confirmed', 'failed', 'expired')),
+    -- `spent`: a confirmed top-up whose TRX a failed transfer burned (the next attempt tops up anew).
+    status      TEXT        NOT NULL CHECK (status IN ('signed', 'confirmed', 'spent', 'failed', 'expired')),
     -- The receipt's result (SUCCESS, REVERT, OUT_OF_ENERGY, ...), its fee and block.
     result      TEXT,
     fee_sun     BIGINT,
@@ -53,8 +54,8 @@ CREATE TABLE sweep_transactions (
 );
 
 CREATE INDEX sweep_transactions_by_sweep ON sweep_transactions (sweep_id, created_at);
--- At most one transaction of a kind in flight per sweep, and at most one top-up that is not known
--- to have expired unmined: a sweep never pays for two top-ups.
+-- At most one transaction of a kind in flight per sweep, and at most one top-up per attempt that is
+-- not known to have expired unmined: a sweep never pays for two top-ups for one transfer.
 CREATE UNIQUE INDEX sweep_transactions_one_live ON sweep_transactions (sweep_id, kind) WHERE status = 'signed';
 CREATE UNIQUE INDEX sweep_transactions_one_top_up ON sweep_transactions (sweep_id)
     WHERE kind = 'top_up' AND status IN ('signed', 'confirmed');

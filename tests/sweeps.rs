@@ -334,20 +334,20 @@ async fn a_sweep_failing_for_an_empty_fee_wallet_is_failed_with_its_reason_and_l
 
 const LAG: u64 = 3;
 
-/// A system on a stepped devnet (blocks only when the test makes them) whose own sweeper sleeps: the
+/// A system on a stepped devnet (blocks only when the test makes them) without a sweeper: the
 /// sweeping is done by `guarantor sweeper` processes the test starts and kills.
 async fn stepped_system(extra: &[(&str, &str)]) -> System {
     let mut vars = vec![
         ("GUARANTOR_SCAN_INTERVAL_SECS", "1"),
-        ("GUARANTOR_SWEEP_INTERVAL_SECS", "3600"),
+        ("GUARANTOR_SWEEP_INTERVAL_SECS", "1"),
         ("GUARANTOR_DEVNET_BLOCK_INTERVAL_MS", "3600000"),
         ("GUARANTOR_DEVNET_SOLIDIFY_LAG", "3"),
     ];
     vars.extend_from_slice(extra);
-    System::start(&["up"], &vars).await
+    System::start(&["up", "--without", "sweeper"], &vars).await
 }
 
-/// A `guarantor sweeper` with `up`'s dev keys, passing every second.
+/// A `guarantor sweeper` with `up`'s dev keys.
 fn sweeper(system: &System) -> tokio::process::Child {
     let dir = system.data_dir.path();
     let log = std::fs::OpenOptions::new()
@@ -357,7 +357,6 @@ fn sweeper(system: &System) -> tokio::process::Child {
         .unwrap();
     system
         .command()
-        .env("GUARANTOR_SWEEP_INTERVAL_SECS", "1")
         .env("GUARANTOR_TRON_NODE_URL", &system.devnet)
         .env("GUARANTOR_HD_SEED_FILE", dir.join("dev-hd-seed.hex"))
         .env("GUARANTOR_TRON_FEE_WALLET_KEY_FILE", dir.join("dev-fee-wallet-key.hex"))
@@ -579,6 +578,17 @@ async fn a_transfer_the_node_dropped_is_replaced_only_after_it_expired_and_exact
     assert_eq!(transfers, ["expired", "confirmed"]);
     let (ok, report) = reconcile(&system).await;
     assert!(ok, "{report}");
+}
+
+#[tokio::test]
+async fn a_credited_deposit_wakes_the_sweeper_before_its_next_pass() {
+    let system = stepped_system(&[("GUARANTOR_SWEEP_INTERVAL_SECS", "3600")]).await;
+    let _sweeper = sweeper(&system);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    system.blocks(1 + LAG).await;
+    credited_payment(&system, "6").await;
+    // The pass at start found nothing; the next is an hour away: the credit's event starts one.
+    until(&system, "SELECT EXISTS (SELECT 1 FROM sweeps)").await;
 }
 
 #[tokio::test]

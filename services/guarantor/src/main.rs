@@ -26,7 +26,7 @@ enum Command {
     /// Everything in one process (ingress, ledger, scanner, sweeper and, unless a TRON node is
     /// configured, the devnet); creates the database, applies migrations and streams, and prints
     /// dev API keys on first start.
-    Up,
+    Up(run::UpArgs),
     /// The HTTP ingress only.
     Ingress,
     /// The ledger consumer only.
@@ -104,7 +104,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Up => run::up(config).await,
+        Command::Up(args) => run::up(config, args).await,
         Command::Ingress => run::single(config, run::Part::Ingress).await,
         Command::Ledger => run::single(config, run::Part::Ledger).await,
         Command::Scanner => run::single(config, run::Part::Scanner).await,

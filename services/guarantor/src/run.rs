@@ -128,7 +128,23 @@ fn serve_ops(
     Ok(Some(tokio::spawn(crate::health::serve(addr, dependencies, shutdown))))
 }
 
-pub async fn up(mut config: Config) -> anyhow::Result<()> {
+/// `guarantor up` flags.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Parts not to run, comma-separated (ingress, ledger, scanner, sweeper, devnet), e.g. to run one
+    /// of them as a process of its own beside the others
+    #[arg(long, value_delimiter = ',', value_parser = parse_part)]
+    without: Vec<Part>,
+}
+
+fn parse_part(name: &str) -> Result<Part, String> {
+    [Part::Ingress, Part::Ledger, Part::Scanner, Part::Sweeper, Part::Devnet]
+        .into_iter()
+        .find(|part| part.name() == name)
+        .ok_or_else(|| format!("no part {name:?}: expected ingress, ledger, scanner, sweeper or devnet"))
+}
+
+pub async fn up(mut config: Config, args: UpArgs) -> anyhow::Result<()> {
     let _telemetry = guarantor_telemetry::init("up", config.log_format, config.sentry_dsn.as_ref())?;
     let shutdown = guarantor_telemetry::shutdown_token();
     guarantor_ingress::metrics_handle();
@@ -165,6 +181,7 @@ pub async fn up(mut config: Config) -> anyhow::Result<()> {
     if config.tron.node_url.is_none() {
         parts.push(Part::Devnet);
     }
+    parts.retain(|part| !args.without.contains(part));
     if let Some(fee_wallet) = dev_fee_wallet {
         let (config, shutdown) = (config.clone(), shutdown.clone());
         tokio::spawn(async move { fund_dev_fee_wallet(&config, &fee_wallet, &shutdown).await });
@@ -242,7 +259,7 @@ async fn run_part(part: Part, infra: Infra, config: Arc<Config>, shutdown: Cance
             let js = guarantor_messaging::jetstream(&infra.nats);
             guarantor_payment_scanner::run(infra.pool, js, reader, settings, shutdown).await?
         }
-        Part::Sweeper => guarantor_sweeper::run(sweeper(&config, infra.pool)?, shutdown).await,
+        Part::Sweeper => guarantor_sweeper::run(sweeper(&config, infra.pool)?, infra.nats, shutdown).await,
         Part::Devnet => {
             let args = DevnetArgs {
                 addr: None,

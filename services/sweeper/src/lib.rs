@@ -346,6 +346,8 @@ impl Sweeper {
             )
             .await?;
             repo::set_status(&mut tx, sweep.id, SweepStatus::FeeCheck, None, receipt.fee_sun).await?;
+            // The failed transfer burned the top-up's TRX: the next attempt may need its own.
+            repo::spend_top_up(&mut tx, sweep.id).await?;
             tx.commit().await?;
             return Err(SweepError::Failed(format!("transfer {} ended {result}", live.txid)));
         }
@@ -493,14 +495,25 @@ fn report(stats: &repo::Stats) {
     metrics::gauge!("guarantor_unswept_usdt").set(f64::try_from(stats.unswept).unwrap_or(f64::NAN));
 }
 
-/// Runs passes every `settings.interval` until `shutdown`.
-pub async fn run(sweeper: Sweeper, shutdown: CancellationToken) {
+/// The events after which a sweep may be due: a deposit was credited.
+pub const WAKE_SUBJECT: &str = "guarantor.evt.payment.*.received";
+
+/// Runs passes every `settings.interval` until `shutdown`, and at once when a deposit is credited
+/// (a missed event only delays a sweep until the next pass).
+pub async fn run(sweeper: Sweeper, nats: async_nats::Client, shutdown: CancellationToken) {
     tracing::info!(
         main_wallet = %sweeper.wallets.main_wallet,
         fee_wallet = %sweeper.wallets.fee_wallet.address(),
         interval = ?sweeper.settings.interval,
         "sweeper started"
     );
+    let mut credited = match nats.subscribe(WAKE_SUBJECT).await {
+        Ok(subscription) => Some(subscription),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot follow credited deposits; sweeping on the interval only");
+            None
+        }
+    };
     loop {
         // A pass stopped at any point is like a crash, which every step is built to survive.
         let passed = tokio::select! {
@@ -510,9 +523,18 @@ pub async fn run(sweeper: Sweeper, shutdown: CancellationToken) {
         if let Err(err) = passed {
             tracing::error!(error = %err, "sweep pass failed; the next one tries again");
         }
+        let woken = async {
+            match credited.as_mut() {
+                Some(subscription) => {
+                    futures::StreamExt::next(subscription).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(sweeper.settings.interval) => {}
+            () = woken => {}
         }
     }
 }

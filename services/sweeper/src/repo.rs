@@ -221,6 +221,19 @@ pub async fn settle_tx(
     Ok(())
 }
 
+/// Marks the sweep's confirmed top-up as spent by a failed transfer, so that the next attempt may top
+/// up again (still one top-up per attempt).
+pub async fn spend_top_up(tx: &mut Transaction<'_, Postgres>, sweep: i64) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE sweep_transactions SET status = 'spent', updated_at = now()
+         WHERE sweep_id = $1 AND kind = 'top_up' AND status = 'confirmed'",
+        sweep,
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Moves the sweep to `status`, adding `fee_sun` to what it paid.
 pub async fn set_status(
     tx: &mut Transaction<'_, Postgres>,
