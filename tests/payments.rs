@@ -184,21 +184,6 @@ async fn paying_system() -> System {
     .await
 }
 
-async fn create_payment(system: &System, user: i64, amount: &str) -> (i64, String, String) {
-    let answer = system
-        .post("/api/v1/payment")
-        .json(json!({ "gateway_id": 1, "user_id": user, "amount": amount, "currency": "USDT" }))
-        .send()
-        .await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
-    let data = &answer.body["gateway_data"];
-    (
-        answer.body["payment_id"].as_i64().unwrap(),
-        data["address"].as_str().unwrap().to_owned(),
-        data["token_contract"].as_str().unwrap().to_owned(),
-    )
-}
-
 #[tokio::test]
 async fn the_original_flows_payment_branch_end_to_end_on_the_devnet() {
     let system = paying_system().await;
@@ -208,7 +193,7 @@ async fn the_original_flows_payment_branch_end_to_end_on_the_devnet() {
     let confirmed = system.act(deal, "confirm", performer).await;
     assert_eq!(confirmed.body["status"], "waiting_for_payment", "{}", confirmed.text);
 
-    let (payment, address, token) = create_payment(&system, customer, "10").await;
+    let (payment, address, token) = system.create_payment(customer, "10").await;
     let paid = system.pay_with_sdk(&token, &address, 10_000_000).await;
     assert_eq!(paid["result"], "SUCCESS");
 
@@ -303,16 +288,16 @@ async fn under_over_and_partial_funding_payments_are_credited_as_they_arrive() {
     // An underpayment, completed by a second transfer.
     let short = system.user("short").await;
     let short_deal = waiting_deal(&system, short, performer, "10").await;
-    let (short_payment, short_address, _) = create_payment(&system, short, "10").await;
+    let (short_payment, short_address, _) = system.create_payment(short, "10").await;
     // Two waiting deals, a payment that covers only the older one.
     let two = system.user("two-deals").await;
     let older = waiting_deal(&system, two, performer, "5").await;
     let newer = waiting_deal(&system, two, performer, "10").await;
-    let (two_payment, two_address, _) = create_payment(&system, two, "5").await;
+    let (two_payment, two_address, _) = system.create_payment(two, "5").await;
     // An overpayment.
     let over = system.user("over").await;
     let over_deal = waiting_deal(&system, over, performer, "10").await;
-    let (over_payment, over_address, _) = create_payment(&system, over, "10").await;
+    let (over_payment, over_address, _) = system.create_payment(over, "10").await;
 
     faucet(&system, &short_address, "usdt", "4").await;
     faucet(&system, &two_address, "usdt", "5").await;
@@ -347,7 +332,7 @@ async fn under_over_and_partial_funding_payments_are_credited_as_they_arrive() {
 async fn two_transfers_in_one_block_are_two_deposits_and_replays_credit_nothing_again() {
     let system = stepped_system(&[]).await;
     let user = system.user("payer").await;
-    let (payment, address, _) = create_payment(&system, user, "10").await;
+    let (payment, address, _) = system.create_payment(user, "10").await;
     let first = faucet(&system, &address, "usdt", "3").await;
     let second = faucet(&system, &address, "usdt", "4").await;
     mine_and_scan(&system).await;
@@ -401,7 +386,7 @@ async fn two_transfers_in_one_block_are_two_deposits_and_replays_credit_nothing_
 async fn a_reorged_transfer_and_a_lookalike_token_are_never_credited() {
     let system = stepped_system(&[]).await;
     let user = system.user("payer").await;
-    let (payment, address, _) = create_payment(&system, user, "10").await;
+    let (payment, address, _) = system.create_payment(user, "10").await;
 
     let reorged = faucet(&system, &address, "usdt", "10").await;
     system.blocks(1).await;
@@ -432,7 +417,7 @@ async fn a_reorged_transfer_and_a_lookalike_token_are_never_credited() {
 async fn a_payment_expires_when_nothing_came_and_a_late_transfer_is_credited_and_flagged() {
     let system = stepped_system(&[("GUARANTOR_PAYMENT_TTL_SECS", "1")]).await;
     let user = system.user("late").await;
-    let (payment, address, _) = create_payment(&system, user, "10").await;
+    let (payment, address, _) = system.create_payment(user, "10").await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     // Blocks mined after the deadline, read by the scanner: nothing came in time.
     mine_and_scan(&system).await;
@@ -453,7 +438,7 @@ async fn a_payment_expires_when_nothing_came_and_a_late_transfer_is_credited_and
 async fn a_failing_node_delays_detection_and_credits_nothing_wrongly() {
     let system = stepped_system(&[]).await;
     let user = system.user("payer").await;
-    let (payment, address, _) = create_payment(&system, user, "10").await;
+    let (payment, address, _) = system.create_payment(user, "10").await;
     faucet(&system, &address, "usdt", "10").await;
     system.blocks(1 + LAG).await;
     // The node fails every way it can for several scan cycles.
@@ -482,7 +467,7 @@ async fn two_scanner_processes_observe_each_deposit_once() {
     let user = system.user("payer").await;
     let mut payments = Vec::new();
     for _ in 0..3 {
-        let (payment, address, _) = create_payment(&system, user, "1").await;
+        let (payment, address, _) = system.create_payment(user, "1").await;
         faucet(&system, &address, "usdt", "1").await;
         payments.push(payment);
     }
@@ -538,7 +523,7 @@ async fn the_balance_check_credits_what_the_block_follower_missed_and_nothing_el
         .await
         .unwrap();
     let user = system.user("payer").await;
-    let (payment, address, _) = create_payment(&system, user, "7").await;
+    let (payment, address, _) = system.create_payment(user, "7").await;
     let first = faucet(&system, &address, "usdt", "4").await;
     let second = faucet(&system, &address, "usdt", "3").await;
     faucet(&system, &address, "lookalike", "5").await;

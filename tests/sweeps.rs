@@ -49,23 +49,9 @@ async fn sweep_until(system: &System, status: &str) -> (i64, String, i64) {
 async fn a_credited_deposit_is_swept_to_the_main_wallet_once_with_the_fee_the_chain_charged() {
     let system = sweeping_system().await;
     let user = system.user("payer").await;
-    let created = system
-        .post("/api/v1/payment")
-        .json(json!({ "gateway_id": 1, "user_id": user, "amount": "25" }))
-        .send()
-        .await;
-    assert_eq!(created.status, StatusCode::OK, "{}", created.text);
-    let payment = created.body["payment_id"].as_i64().unwrap();
-    let address: TronAddress = created.body["gateway_data"]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let token: TronAddress = created.body["gateway_data"]["token_contract"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (payment, address, token) = system.create_payment(user, "25").await;
+    let token: TronAddress = token.parse().unwrap();
+    let address: TronAddress = address.parse().unwrap();
     system
         .pay_with_sdk(&token.to_base58(), &address.to_base58(), 25_000_000)
         .await;
@@ -168,22 +154,9 @@ async fn reconcile_checks_the_chain_and_names_an_address_whose_coins_moved_behin
     )
     .await;
     let user = system.user("payer").await;
-    let created = system
-        .post("/api/v1/payment")
-        .json(json!({ "gateway_id": 1, "user_id": user, "amount": "30" }))
-        .send()
-        .await;
-    let payment = created.body["payment_id"].as_i64().unwrap();
-    let address: TronAddress = created.body["gateway_data"]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let token: TronAddress = created.body["gateway_data"]["token_contract"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (payment, address, token) = system.create_payment(user, "30").await;
+    let token: TronAddress = token.parse().unwrap();
+    let address: TronAddress = address.parse().unwrap();
     system
         .pay_with_sdk(&token.to_base58(), &address.to_base58(), 25_000_000)
         .await;
@@ -251,17 +224,8 @@ async fn a_sweep_failing_for_an_empty_fee_wallet_is_failed_with_its_reason_and_l
     )
     .await;
     let user = system.user("payer").await;
-    let created = system
-        .post("/api/v1/payment")
-        .json(json!({ "gateway_id": 1, "user_id": user, "amount": "12" }))
-        .send()
-        .await;
-    let address = created.body["gateway_data"]["address"].as_str().unwrap().to_owned();
-    let token: TronAddress = created.body["gateway_data"]["token_contract"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (_, address, token) = system.create_payment(user, "12").await;
+    let token: TronAddress = token.parse().unwrap();
     system.pay_with_sdk(&token.to_base58(), &address, 12_000_000).await;
 
     let (sweep, _, _) = sweep_until(&system, "failed").await;
@@ -411,22 +375,9 @@ async fn known_to_node(system: &System, txid: &str) {
 /// A paid, credited payment of `amount` whole USDT: its address and the token.
 async fn credited_payment(system: &System, amount: &str) -> (TronAddress, TronAddress) {
     let user = system.user(&format!("payer-{amount}")).await;
-    let created = system
-        .post("/api/v1/payment")
-        .json(json!({ "gateway_id": 1, "user_id": user, "amount": amount }))
-        .send()
-        .await;
-    let payment = created.body["payment_id"].as_i64().unwrap();
-    let address: TronAddress = created.body["gateway_data"]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let token: TronAddress = created.body["gateway_data"]["token_contract"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (payment, address, token) = system.create_payment(user, amount).await;
+    let token: TronAddress = token.parse().unwrap();
+    let address: TronAddress = address.parse().unwrap();
     system
         .devnet_control(
             "/devnet/faucet",

@@ -398,6 +398,22 @@ impl System {
     }
 
     /// The ledger's invariants 1–4, checked from the database.
+    /// Creates a payment of `amount` for `user`: its id, deposit address and token contract.
+    pub async fn create_payment(&self, user: i64, amount: &str) -> (i64, String, String) {
+        let answer = self
+            .post("/api/v1/payment")
+            .json(json!({ "gateway_id": 1, "user_id": user, "amount": amount, "currency": "USDT" }))
+            .send()
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        let data = &answer.body["gateway_data"];
+        (
+            answer.body["payment_id"].as_i64().unwrap(),
+            data["address"].as_str().unwrap().to_owned(),
+            data["token_contract"].as_str().unwrap().to_owned(),
+        )
+    }
+
     /// Pays `units` (base units) of `token` to `to` from the devnet's genesis account with tronpy, as
     /// a customer's wallet would; returns tronpy's `{"txid", "block_number", "result"}`.
     pub async fn pay_with_sdk(&self, token: &str, to: &str, units: u64) -> Value {
