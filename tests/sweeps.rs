@@ -532,6 +532,63 @@ async fn a_transfer_the_node_dropped_is_replaced_only_after_it_expired_and_exact
 }
 
 #[tokio::test]
+async fn a_transfer_that_runs_out_of_energy_is_recorded_with_its_fee_and_the_retry_tops_up_again() {
+    let system = sweeping_system().await;
+    // Every contract call needs three times the energy estimated: the first transfer runs out.
+    system
+        .devnet_control("/devnet/faults", json!({ "energy_percent": 300 }))
+        .await;
+    let user = system.user("payer").await;
+    let (_, address, token) = system.create_payment(user, "9").await;
+    let token: TronAddress = token.parse().unwrap();
+    let address: TronAddress = address.parse().unwrap();
+    system
+        .devnet_control("/devnet/faucet", json!({ "address": address.to_base58(), "usdt": "9" }))
+        .await;
+    until(
+        &system,
+        "SELECT EXISTS (SELECT 1 FROM sweep_transactions WHERE kind = 'transfer' AND status = 'failed')",
+    )
+    .await;
+    system.devnet_control("/devnet/faults", json!({})).await;
+    let (sweep, _, fee_paid) = sweep_until(&system, "confirmed").await;
+
+    assert_eq!(
+        arrived(&system, &token).await,
+        [(address, 9_000_000)],
+        "exactly one transfer landed"
+    );
+    let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT kind, status, result, fee_sun FROM sweep_transactions WHERE sweep_id = $1 ORDER BY created_at",
+    )
+    .bind(sweep)
+    .fetch_all(&system.db.pool)
+    .await
+    .unwrap();
+    let shape: Vec<(&str, &str, Option<&str>)> = rows
+        .iter()
+        .map(|r| (r.0.as_str(), r.1.as_str(), r.2.as_deref()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("top_up", "spent", None),
+            ("transfer", "failed", Some("OUT_OF_ENERGY")),
+            ("top_up", "confirmed", None),
+            ("transfer", "confirmed", Some("SUCCESS")),
+        ]
+    );
+    assert!(rows[1].3 > 0, "the failed transfer's burned fee is recorded");
+    assert_eq!(
+        fee_paid,
+        rows.iter().map(|r| r.3).sum::<i64>(),
+        "every fee burned is counted"
+    );
+    let (ok, report) = reconcile(&system).await;
+    assert!(ok, "{report}");
+}
+
+#[tokio::test]
 async fn a_credited_deposit_wakes_the_sweeper_before_its_next_pass() {
     let system = stepped_system(&[("GUARANTOR_SWEEP_INTERVAL_SECS", "3600")]).await;
     let _sweeper = sweeper(&system);

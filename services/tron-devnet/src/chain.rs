@@ -162,6 +162,9 @@ pub struct Chain {
     /// A fault: broadcasts are accepted and then lost, never mined.
     #[serde(skip)]
     pub drop_pending: bool,
+    /// A fault: contract calls need this percentage of the energy a constant call estimates.
+    #[serde(skip)]
+    pub energy_percent: Option<u32>,
 }
 
 /// A token transfer in the address index.
@@ -292,6 +295,7 @@ impl Chain {
             solid_cap: None,
             changes: 0,
             drop_pending: false,
+            energy_percent: None,
         };
         chain.remember();
         chain
@@ -693,6 +697,8 @@ impl Chain {
                 let balance = self.accounts.get(&owner)?.balance;
                 let energy_limit = raw.fee_limit.min(balance) / ENERGY_FEE_SUN;
                 let (outcome, energy) = self.simulate_transfer(&contract, &owner, &call.data);
+                // A fault: execution needs more energy than a constant call estimated.
+                let energy = energy.saturating_mul(i64::from(self.energy_percent.unwrap_or(100))) / 100;
                 let (result, energy) = if energy > energy_limit {
                     ("OUT_OF_ENERGY", energy_limit)
                 } else {

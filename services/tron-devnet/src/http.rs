@@ -1047,6 +1047,9 @@ async fn set_faults(State(devnet): State<Devnet>, Params(p): Params) -> Response
         Some(false) | None => None,
     };
     chain.drop_pending = p["drop_pending"].as_bool().unwrap_or(false);
+    chain.energy_percent = p["energy_percent"]
+        .as_u64()
+        .and_then(|percent| u32::try_from(percent).ok());
     Json(json!({
         "error_rate": faults.error_rate,
         "latency_ms": faults.latency_ms,
@@ -1058,6 +1061,7 @@ async fn set_faults(State(devnet): State<Devnet>, Params(p): Params) -> Response
         "suspend_secs": suspend_secs,
         "stalled_solidified": chain.solid_cap,
         "drop_pending": chain.drop_pending,
+        "energy_percent": chain.energy_percent,
     }))
     .into_response()
 }
