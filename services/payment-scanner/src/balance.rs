@@ -176,11 +176,9 @@ fn address_of(payment: &Watched) -> Result<TronAddress, ScanError> {
     })
 }
 
-/// A credited amount (6 decimals) in base units.
+/// A credited amount in base units.
 fn base_units(amount: Decimal) -> Result<u64, ScanError> {
-    let units = amount * Decimal::from(1_000_000u32);
-    if !units.fract().is_zero() {
-        return Err(ObserveError::Malformed(format!("credited {amount} has more than 6 decimals")).into());
-    }
-    u64::try_from(units).map_err(|_| ObserveError::Malformed(format!("credited {amount} is out of range")).into())
+    guarantor_domain::Currency::Usdt
+        .to_base_units(amount)
+        .ok_or_else(|| ObserveError::Malformed(format!("credited {amount} is not a USDT amount in base units")).into())
 }

@@ -98,11 +98,9 @@ pub struct Sweeper {
 }
 
 fn usdt_units(amount: Decimal) -> Result<u64, SweepError> {
-    let units = amount * Decimal::from(1_000_000u32);
-    if !units.fract().is_zero() {
-        return Err(SweepError::Failed(format!("{amount} has more than 6 decimals")));
-    }
-    u64::try_from(units).map_err(|_| SweepError::Failed(format!("{amount} is out of range")))
+    guarantor_domain::Currency::Usdt
+        .to_base_units(amount)
+        .ok_or_else(|| SweepError::Failed(format!("{amount} is not a USDT amount in base units")))
 }
 
 fn parse_address(text: &str) -> Result<TronAddress, SweepError> {
@@ -212,8 +210,7 @@ impl Sweeper {
                 "the address holds {held} units, the sweep moves {units}"
             )));
         }
-        let inputs = self.fee_inputs(sweep, &address).await?;
-        let balance = self.reader.trx_balance(&address).await?;
+        let (inputs, balance) = self.fee_inputs(sweep, &address).await?;
         let needed =
             fee::needed_sun(inputs).ok_or_else(|| SweepError::Failed("the fee does not fit in an integer".into()))?;
         if needed > self.settings.max_fee_sun {
@@ -229,29 +226,31 @@ impl Sweeper {
         Ok((next, needed))
     }
 
-    /// The chain's prices, the node's energy estimate for this transfer, and the address's free
-    /// bandwidth.
-    async fn fee_inputs(&self, sweep: &Sweep, address: &TronAddress) -> Result<FeeInputs, SweepError> {
+    /// The chain's prices, the node's energy estimate for this transfer and the address's free
+    /// bandwidth, with the address's solidified TRX balance (`None`: never activated).
+    async fn fee_inputs(&self, sweep: &Sweep, address: &TronAddress) -> Result<(FeeInputs, Option<i64>), SweepError> {
         let units = usdt_units(sweep.amount)?;
         let energy = self
             .node
             .estimate_transfer_energy(self.reader.token(), address, &self.wallets.main_wallet, units)
             .await?;
         let prices = self.node.chain_parameters().await?;
-        let free_bandwidth = match self.reader.trx_balance(address).await? {
+        let balance = self.reader.trx_balance(address).await?;
+        let free_bandwidth = match balance {
             Some(_) => {
                 let resources = self.node.resources(address).await?;
                 Some(resources.free_net_limit - resources.free_net_used)
             }
             None => None,
         };
-        Ok(FeeInputs {
+        let inputs = FeeInputs {
             energy,
             energy_price_sun: prices.energy_fee_sun,
             bandwidth_price_sun: prices.transaction_fee_sun,
             free_bandwidth,
             margin_percent: self.settings.fee_margin_percent,
-        })
+        };
+        Ok((inputs, balance))
     }
 
     /// Makes sure the address holds `needed` sun: one top-up from the fee wallet, solidified.
@@ -362,7 +361,7 @@ impl Sweeper {
             ));
         }
         // What the transfer may burn at most: the energy estimate with its margin.
-        let limit = fee::fee_limit_sun(self.fee_inputs(sweep, &address).await?)
+        let limit = fee::fee_limit_sun(self.fee_inputs(sweep, &address).await?.0)
             .ok_or_else(|| SweepError::Failed("the fee limit does not fit in an integer".into()))?
             .min(needed);
         let (header, ref_block) = self.node.header_at_head(self.settings.tx_lifetime).await?;

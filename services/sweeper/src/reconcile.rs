@@ -66,7 +66,7 @@ pub async fn against_chain(pool: &PgPool, reader: &SolidReader) -> Result<ChainR
     for row in rows {
         let address: TronAddress = row.address.parse().map_err(|_| ReconcileError::Address(row.id))?;
         let units = reader.token_balance(&address).await?;
-        let on_chain = Decimal::from(units) / Decimal::from(1_000_000u32);
+        let on_chain = guarantor_domain::Currency::Usdt.from_base_units(units);
         report.credited += row.credited;
         report.swept += row.swept;
         report.on_chain += on_chain;

@@ -31,6 +31,21 @@ impl Currency {
             Currency::Usdt => 6,
         }
     }
+
+    /// `value` in the currency's base units on chain (USDT: millionths); `None` when it has more
+    /// decimals than the currency, is negative, or does not fit.
+    pub fn to_base_units(self, value: Decimal) -> Option<u64> {
+        let units = value.checked_mul(Decimal::from(10u64.pow(self.decimals())))?;
+        if !units.fract().is_zero() {
+            return None;
+        }
+        u64::try_from(units).ok()
+    }
+
+    /// Base units on chain as an amount of the currency (exact).
+    pub fn from_base_units(self, units: u64) -> Decimal {
+        Decimal::from_i128_with_scale(i128::from(units), self.decimals())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -254,5 +269,20 @@ mod tests {
         assert_eq!("USDT".parse::<Currency>(), Ok(Currency::Usdt));
         assert!("usdt".parse::<Currency>().is_err());
         assert!("BTC".parse::<Currency>().is_err());
+    }
+
+    #[test]
+    fn base_units_convert_exactly_both_ways() {
+        let usdt = Currency::Usdt;
+        assert_eq!(usdt.to_base_units(Decimal::new(12_500_000, 6)), Some(12_500_000));
+        assert_eq!(usdt.to_base_units(Decimal::new(3, 0)), Some(3_000_000));
+        assert_eq!(
+            usdt.to_base_units(Decimal::new(1, 7)),
+            None,
+            "more decimals than USDT has"
+        );
+        assert_eq!(usdt.to_base_units(Decimal::new(-1, 0)), None);
+        assert_eq!(usdt.from_base_units(12_500_000), Decimal::new(125, 1));
+        assert_eq!(usdt.from_base_units(u64::MAX).to_string(), "18446744073709.551615");
     }
 }
