@@ -56,7 +56,12 @@ impl System {
 
     /// Runs `guarantor <args>` (a whole `up`, or one part such as `ingress`) with extra variables.
     pub async fn start(args: &[&str], vars: &[(&str, &str)]) -> Self {
-        let (db, nats) = tokio::join!(TestDb::new(), TestNats::start());
+        Self::start_on(TestNats::start().await, args, vars).await
+    }
+
+    /// Like `start`, on the given nats-server(s) (a cluster, say).
+    pub async fn start_on(nats: TestNats, args: &[&str], vars: &[(&str, &str)]) -> Self {
+        let db = TestDb::new().await;
         let data_dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let devnet = format!("127.0.0.1:{}", free_port());

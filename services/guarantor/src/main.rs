@@ -120,7 +120,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             command: StreamsCommand::Apply,
         } => {
             let nats = infra::nats(&config, "streams").await?;
-            let applied = guarantor_messaging::apply_streams(&guarantor_messaging::jetstream(&nats)).await?;
+            let applied =
+                guarantor_messaging::apply_streams(&guarantor_messaging::jetstream(&nats), config.stream_replicas)
+                    .await?;
             eprintln!("streams applied: {}", applied.join(", "));
             Ok(())
         }

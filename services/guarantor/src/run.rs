@@ -222,7 +222,7 @@ async fn prepare(config: &Config, service: &str, create_database: bool) -> anyho
     };
     guarantor_store::migrate(&pool).await?;
     let nats = infra::nats(config, service).await?;
-    guarantor_messaging::apply_streams(&guarantor_messaging::jetstream(&nats)).await?;
+    guarantor_messaging::apply_streams(&guarantor_messaging::jetstream(&nats), config.stream_replicas).await?;
     tracing::info!(
         service,
         "connected to Postgres and NATS; migrations and streams applied"

@@ -76,7 +76,7 @@ async fn a_changed_consumer_setting_reaches_the_existing_durable_consumer_on_sta
     let nats = TestNats::start().await;
     let client = guarantor_messaging::connect(&nats.url(), "test").await.unwrap();
     let js = guarantor_messaging::jetstream(&client);
-    guarantor_messaging::apply_streams(&js).await.unwrap();
+    guarantor_messaging::apply_streams(&js, 1).await.unwrap();
     let first = ConsumerSettings {
         ack_wait: Duration::from_secs(30),
         ..ConsumerSettings::default()

@@ -108,6 +108,8 @@ pub struct Config {
     pub database_url: SecretString,
     /// May carry credentials, so it is a secret.
     pub nats_url: SecretString,
+    /// Copies of each JetStream stream: 1 on a single server, 3 on a 3-node cluster.
+    pub stream_replicas: usize,
     pub http_addr: SocketAddr,
     /// Where a process serves `/healthz`, `/readyz` and `/metrics`; none: not served (the ingress
     /// serves them on its API address anyway).
@@ -176,6 +178,10 @@ impl Config {
                 .secret("DATABASE_URL")?
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             nats_url: env.secret("NATS_URL")?.unwrap_or_else(|| DEFAULT_NATS_URL.into()),
+            stream_replicas: match env.positive("STREAM_REPLICAS", 1)? {
+                replicas @ 1..=5 => usize::try_from(replicas).map_err(|_| env.error("STREAM_REPLICAS", "too large"))?,
+                _ => return Err(env.error("STREAM_REPLICAS", "JetStream keeps 1 to 5 replicas of a stream")),
+            },
             http_addr: env.parsed_or("HTTP_ADDR", DEFAULT_HTTP_ADDR)?,
             ops_addr: env.parsed("OPS_ADDR")?,
             tron: TronConfig {
@@ -358,8 +364,10 @@ mod tests {
 
     #[test]
     fn a_bad_value_is_refused_with_the_variable_named() {
-        let cases: [(&str, &str); 9] = [
+        let cases: [(&str, &str); 11] = [
             ("GUARANTOR_HTTP_ADDR", "not-an-address"),
+            ("GUARANTOR_STREAM_REPLICAS", "0"),
+            ("GUARANTOR_STREAM_REPLICAS", "7"),
             ("GUARANTOR_OPS_ADDR", "localhost"),
             ("GUARANTOR_SCAN_INTERVAL_SECS", "0"),
             ("GUARANTOR_PAYMENT_TTL_SECS", "soon"),

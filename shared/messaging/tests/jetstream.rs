@@ -10,8 +10,8 @@ async fn applying_the_streams_twice_changes_nothing() {
     let nats = TestNats::start().await;
     let js = jetstream(&connect(&nats.url(), "test").await.unwrap());
 
-    let first = apply_streams(&js).await.unwrap();
-    let second = apply_streams(&js).await.unwrap();
+    let first = apply_streams(&js, 1).await.unwrap();
+    let second = apply_streams(&js, 1).await.unwrap();
 
     assert_eq!(first, second);
     assert_eq!(first.len(), 3);
@@ -22,7 +22,7 @@ async fn a_republished_message_id_is_stored_once_and_carries_the_request_id() {
     let nats = TestNats::start().await;
     let client = connect(&nats.url(), "test").await.unwrap();
     let js = jetstream(&client);
-    apply_streams(&js).await.unwrap();
+    apply_streams(&js, 1).await.unwrap();
 
     let mut acks = Vec::new();
     for _ in 0..2 {
@@ -54,8 +54,8 @@ async fn parallel_tests_do_not_share_nats_state() {
     assert_ne!(left.url_string(), right.url_string());
     let left_js = jetstream(&connect(&left.url(), "left").await.unwrap());
     let right_js = jetstream(&connect(&right.url(), "right").await.unwrap());
-    apply_streams(&left_js).await.unwrap();
-    apply_streams(&right_js).await.unwrap();
+    apply_streams(&left_js, 1).await.unwrap();
+    apply_streams(&right_js, 1).await.unwrap();
 
     publish(&left_js, "guarantor.cmd.only-left".into(), "m", None, Bytes::new())
         .await

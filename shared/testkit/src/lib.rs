@@ -101,51 +101,214 @@ impl Drop for TestDb {
     }
 }
 
-/// A `nats-server -js` process of this test's own, killed (and its store removed) on drop.
+/// The 3-node cluster configuration shipped in `nats/cluster.conf` (its values come from the
+/// environment, so the test's servers and the compose file's containers run the same file).
+pub const CLUSTER_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../nats/cluster.conf");
+
+/// One nats-server of a test.
+#[derive(Debug)]
+struct Node {
+    /// None while killed.
+    child: std::sync::Mutex<Option<Child>>,
+    port: u16,
+    cluster_port: Option<u16>,
+    store: PathBuf,
+}
+
+/// `nats-server -js` processes of this test's own: one server, or a 3-node JetStream cluster on one
+/// host (each node with its own ports and store). Killed, and their stores removed, on drop.
 #[derive(Debug)]
 pub struct TestNats {
-    child: Child,
-    port: u16,
-    /// Removed when the server is dropped.
-    _store: tempfile::TempDir,
+    nodes: Vec<Node>,
+    /// Removed when the servers are dropped.
+    _stores: tempfile::TempDir,
 }
 
 impl TestNats {
     pub async fn start() -> Self {
-        let store = tempfile::tempdir().expect("temporary store directory");
+        let stores = tempfile::tempdir().expect("temporary store directory");
+        let store = stores.path().join("n1");
         for _ in 0..5 {
-            let port = free_port();
-            let mut child = spawn_server(port, store.path().to_path_buf());
-            if wait_until_listening(&mut child, port).await {
+            let node = Node {
+                child: std::sync::Mutex::default(),
+                port: free_port(),
+                cluster_port: None,
+                store: store.clone(),
+            };
+            if node.spawn(&[]).await {
                 return Self {
-                    child,
-                    port,
-                    _store: store,
+                    nodes: vec![node],
+                    _stores: stores,
                 };
             }
             // Another process took the port between our probe and the server's bind: try another.
-            child.kill().await.ok();
         }
         panic!("nats-server did not start; is it installed (GUARANTOR_TEST_NATS_SERVER)?");
     }
 
+    /// Three servers clustered with `nats/cluster.conf`, each routing to the other two. JetStream
+    /// elects its metadata leader a moment after they start; `wait_for_jetstream` waits for it.
+    pub async fn cluster() -> Self {
+        let stores = tempfile::tempdir().expect("temporary store directory");
+        let nodes: Vec<Node> = (1..=3)
+            .map(|index| Node {
+                child: std::sync::Mutex::default(),
+                port: free_port(),
+                cluster_port: Some(free_port()),
+                store: stores.path().join(format!("n{index}")),
+            })
+            .collect();
+        let routes: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("nats://127.0.0.1:{}", node.cluster_port.unwrap_or_default()))
+            .collect();
+        for (index, node) in nodes.iter().enumerate() {
+            let others: Vec<&String> = routes
+                .iter()
+                .enumerate()
+                .filter(|(other, _)| *other != index)
+                .map(|(_, route)| route)
+                .collect();
+            assert!(
+                node.spawn(&others).await,
+                "nats-server {} of the cluster did not start",
+                index + 1
+            );
+        }
+        let cluster = Self { nodes, _stores: stores };
+        cluster.wait_for_jetstream().await;
+        cluster
+    }
+
+    /// Waits until the cluster can create a stream with 3 replicas (its metadata leader is elected
+    /// and every member is a peer), creating and deleting a probe stream.
+    async fn wait_for_jetstream(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = async_nats::connect(self.url_string().split(',').next().unwrap_or_default())
+            .await
+            .expect("connect to the test's nats-server");
+        let js = async_nats::jetstream::new(client);
+        let probe = async_nats::jetstream::stream::Config {
+            name: "TESTKIT_PROBE".to_owned(),
+            subjects: vec!["testkit.probe".to_owned()],
+            storage: async_nats::jetstream::stream::StorageType::Memory,
+            num_replicas: 3,
+            ..Default::default()
+        };
+        while js.create_stream(probe.clone()).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the JetStream cluster did not form within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        js.delete_stream("TESTKIT_PROBE")
+            .await
+            .expect("delete the probe stream");
+    }
+
+    /// The client URL: every server, comma-separated (as `GUARANTOR_NATS_URL` takes them).
     pub fn url_string(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        self.nodes
+            .iter()
+            .map(|node| format!("nats://127.0.0.1:{}", node.port))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn url(&self) -> SecretString {
         self.url_string().into()
     }
 
-    /// Kills the server now (a sabotage test's dependency failure).
-    pub fn kill(&mut self) {
-        self.child.start_kill().ok();
+    /// The client port of each server.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|node| node.port).collect()
+    }
+
+    /// Kills every server now (a sabotage test's dependency failure).
+    pub fn kill(&self) {
+        for index in 0..self.nodes.len() {
+            self.kill_node(index);
+        }
+    }
+
+    /// Kills one server with SIGKILL, as a crash would (its store stays).
+    pub fn kill_node(&self, index: usize) {
+        let child = self.nodes[index].child.lock().ok().and_then(|mut child| child.take());
+        if let Some(mut child) = child {
+            child.start_kill().ok();
+        }
+    }
+
+    /// Starts a killed server again on its ports and store; it rejoins the cluster.
+    pub async fn restart_node(&self, index: usize) {
+        let routes: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(other, _)| *other != index)
+            .filter_map(|(_, node)| node.cluster_port.map(|port| format!("nats://127.0.0.1:{port}")))
+            .collect();
+        let node = &self.nodes[index];
+        assert!(
+            node.child.lock().is_ok_and(|child| child.is_none()),
+            "server {index} is running"
+        );
+        assert!(
+            node.spawn(&routes.iter().collect::<Vec<_>>()).await,
+            "server {index} did not restart"
+        );
+    }
+}
+
+impl Node {
+    async fn spawn(&self, routes: &[&String]) -> bool {
+        let mut command = Command::new(nats_server_binary());
+        match self.cluster_port {
+            None => {
+                command
+                    .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+                    .arg(&self.store);
+            }
+            Some(cluster_port) => {
+                let name = self
+                    .store
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .unwrap_or("node")
+                    .to_owned();
+                command
+                    .args(["-c", CLUSTER_CONF])
+                    .env("NATS_SERVER_NAME", name)
+                    .env("NATS_LISTEN", format!("127.0.0.1:{}", self.port))
+                    .env("NATS_STORE_DIR", &self.store)
+                    .env("NATS_CLUSTER_LISTEN", format!("127.0.0.1:{cluster_port}"))
+                    .env("NATS_ROUTE_1", routes.first().map_or("", |route| route.as_str()))
+                    .env("NATS_ROUTE_2", routes.get(1).map_or("", |route| route.as_str()));
+            }
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn nats-server (set GUARANTOR_TEST_NATS_SERVER if it is not on the PATH)");
+        if wait_until_listening(&mut child, self.port).await {
+            if let Ok(mut slot) = self.child.lock() {
+                *slot = Some(child);
+            }
+            true
+        } else {
+            child.kill().await.ok();
+            false
+        }
     }
 }
 
 impl Drop for TestNats {
     fn drop(&mut self) {
-        self.child.start_kill().ok();
+        self.kill();
     }
 }
 
@@ -171,18 +334,6 @@ fn nats_server_binary() -> String {
             .unwrap_or("nats-server")
             .to_owned()
     })
-}
-
-fn spawn_server(port: u16, store: PathBuf) -> Child {
-    Command::new(nats_server_binary())
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn nats-server (set GUARANTOR_TEST_NATS_SERVER if it is not on the PATH)")
 }
 
 /// A port that was free a moment ago.

@@ -335,7 +335,7 @@ impl Bench {
         let (child, port) = scratch_nats(self.dir.path()).await?;
         let client = guarantor_messaging::connect(&format!("nats://127.0.0.1:{port}").into(), "bench").await?;
         let js = guarantor_messaging::jetstream(&client);
-        guarantor_messaging::apply_streams(&js).await?;
+        guarantor_messaging::apply_streams(&js, 1).await?;
         Ok((child, js))
     }
 
