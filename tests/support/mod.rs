@@ -122,15 +122,21 @@ impl System {
     /// Starts another process of one part (`guarantor <part>`) against this system's servers and its
     /// devnet, logging to `<part>.log` in the data directory; it is killed when the child is dropped.
     pub fn extra(&self, part: &str) -> Child {
+        self.extra_with(&[part], &[])
+    }
+
+    /// `guarantor <args>` like `extra`, with extra variables.
+    pub fn extra_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.data_dir.path().join(format!("{part}.log")))
+            .open(self.data_dir.path().join(format!("{}.log", args[0])))
             .unwrap();
         // Services log to stdout; errors before logging starts go to stderr.
         self.command()
             .env("GUARANTOR_TRON_NODE_URL", &self.devnet)
-            .arg(part)
+            .envs(vars.iter().copied())
+            .args(args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
