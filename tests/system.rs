@@ -272,7 +272,45 @@ async fn the_ledger_reports_its_batches_and_verdicts_as_prometheus_metrics() {
         text.contains(r#"guarantor_commands_applied_total{kind="deal.create",outcome="refused"} 1"#),
         "{text}"
     );
-    assert!(text.contains("guarantor_ledger_batch_size"), "{text}");
+    assert!(text.contains(r#"guarantor_ledger_batch_size_bucket{le="1"}"#), "{text}");
+
+    // A message that is no command is dead-lettered; the backlog gauges show it, and nothing waiting.
+    let js = system.jetstream().await;
+    guarantor_messaging::publish(
+        &js,
+        "guarantor.cmd.garbage".to_owned(),
+        "garbage-1",
+        None,
+        bytes::Bytes::from_static(b"not json"),
+    )
+    .await
+    .unwrap();
+    let expected = [
+        "guarantor_dlq_messages 1\n",
+        "guarantor_consumer_pending{consumer=\"ledger\"} 0\n",
+        "guarantor_consumer_ack_pending{consumer=\"ledger\"} 0\n",
+        "guarantor_outbox_backlog 0\n",
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = system
+            .http
+            .get(format!("{}/metrics", system.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if expected.iter().all(|line| text.contains(line)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backlog gauges never read {expected:?}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test]

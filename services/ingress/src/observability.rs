@@ -12,7 +12,7 @@ use axum::middleware::{from_fn, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use guarantor_telemetry::REQUEST_ID_HEADER;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
@@ -21,12 +21,28 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 
-/// The process-wide Prometheus recorder (a recorder can be installed once per process).
+/// Buckets of every duration histogram (seconds): from a fast request to a command timeout.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+/// Buckets of the ledger's batch sizes (commands per transaction, up to the 256 default).
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// The process-wide Prometheus recorder, rendering histograms as Prometheus histograms (a recorder can be installed once per process).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(SECONDS_BUCKETS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("guarantor_ledger_batch_size".to_owned()),
+                        BATCH_SIZE_BUCKETS,
+                    )
+                })
+                .expect("non-empty buckets")
+                .build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (e.g. by a test harness); ours still renders.
             let _ = metrics::set_global_recorder(recorder);
@@ -79,9 +95,9 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     let method = request.method().to_string();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("guarantor_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+    metrics::histogram!("guarantor_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
 }

@@ -364,7 +364,11 @@ async fn metrics_count_requests_by_route() {
         .await
         .unwrap();
 
-    assert!(text.contains("http_requests_total"), "{text}");
+    assert!(text.contains("guarantor_http_requests_total{"), "{text}");
+    assert!(
+        text.contains("guarantor_http_request_duration_seconds_bucket{"),
+        "durations are a Prometheus histogram: {text}"
+    );
     assert!(text.contains("route=\"/healthz\""), "{text}");
 }
 

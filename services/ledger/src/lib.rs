@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod engine;
 pub mod error;
+pub mod gauges;
 pub mod outbox;
 pub mod reconcile;
 pub mod replay;
@@ -29,8 +30,10 @@ pub async fn run(
     let js = guarantor_messaging::jetstream(&nats);
     let wake = Arc::new(Notify::new());
     let relay = tokio::spawn(outbox::relay(pool.clone(), js.clone(), wake.clone(), shutdown.clone()));
+    let gauges = tokio::spawn(gauges::report(pool.clone(), js.clone(), shutdown.clone()));
     let consumed = consumer::consume(pool, nats, js, settings, wake, shutdown.clone()).await;
     shutdown.cancel();
     relay.await?;
+    gauges.await?;
     consumed
 }
