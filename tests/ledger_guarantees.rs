@@ -179,22 +179,36 @@ async fn replaying_and_redelivering_every_command_changes_nothing() {
     let before = system.snapshot().await;
     let js = system.jetstream().await;
 
-    // Replay the whole command stream through the CLI, as an operator would.
-    let replayed = system
-        .command()
-        .args(["replay", "--stream", COMMAND_STREAM, "--from-seq", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
+    // Replay the whole command stream through the CLI, as an operator would: first a dry run, then
+    // for real. Every command has its verdict already.
+    let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM commands")
+        .fetch_one(&system.db.pool)
         .await
         .unwrap();
-    assert!(
-        replayed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replayed.stderr)
-    );
-    assert!(String::from_utf8_lossy(&replayed.stdout).contains("replayed"));
-    assert_eq!(system.snapshot().await, before, "a replay changes nothing");
+    for (args, verb) in [(&["--dry-run"][..], "would replay"), (&[][..], "replayed")] {
+        let replayed = system
+            .command()
+            .args(["replay", "--stream", COMMAND_STREAM, "--from-seq", "1"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            replayed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&replayed.stderr)
+        );
+        let printed = String::from_utf8_lossy(&replayed.stdout);
+        assert!(
+            printed.contains(&format!(
+                "{verb} {commands} messages (up to sequence {commands}): 0 applied, 0 refused, {commands} already decided, 0 failed, 0 not commands"
+            )),
+            "{printed}"
+        );
+        assert_eq!(system.snapshot().await, before, "a replay changes nothing");
+    }
 
     // Redeliver every command to the running ledger under a new message id (past JetStream's dedup).
     let mut stream = js.get_stream(COMMAND_STREAM).await.unwrap();
@@ -277,17 +291,24 @@ async fn a_poison_message_goes_to_the_dlq_and_can_be_listed_and_redriven() {
     assert_eq!(letters[0]["original_subject"], "guarantor.cmd.deal.act");
     assert!(letters[0]["error"].as_str().unwrap().contains("not a command"));
 
+    assert_eq!(letters[0]["deliveries"], 1);
+    assert_eq!(letters[0]["command_id"], Value::Null, "not a command");
+
     let redriven = system
         .command()
-        .args(["dlq", "redrive"])
+        .args(["dlq", "redrive", "--all"])
         .stdout(Stdio::piped())
         .output()
         .await
         .unwrap();
-    assert!(redriven.status.success());
+    // Still poison: it is dead-lettered again, as a new DLQ message, and the command says so.
+    let printed = String::from_utf8_lossy(&redriven.stdout);
+    assert!(!redriven.status.success(), "{printed}");
+    assert!(
+        printed.contains("DLQ message 1 → guarantor.cmd.deal.act: failed again (now DLQ message 2): not a command"),
+        "{printed}"
+    );
     system.settle().await;
-
-    // Still poison: it is dead-lettered again, as a new DLQ message.
     let state = dlq.info().await.unwrap().state.clone();
     assert_eq!((state.messages, state.last_sequence), (1, 2));
 }
@@ -626,6 +647,49 @@ async fn a_command_failing_on_every_attempt_is_dead_lettered_with_a_failed_verdi
         serde_json::json!(null),
         "no deal was created"
     );
+    system.assert_invariants().await;
+
+    // The operator removes the cause (here: titles may be longer now) and re-drives the message:
+    // the command is applied, once, and its answer is no longer `failed`.
+    let listed = system
+        .command()
+        .args(["dlq", "list", "--json"])
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    let letters: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(letters[0]["command_id"], poison.id.to_string());
+    assert!(
+        letters[0]["error"].as_str().unwrap().contains("deals_title_check"),
+        "{letters}"
+    );
+    sqlx::query("ALTER TABLE deals DROP CONSTRAINT deals_title_check")
+        .execute(&system.db.pool)
+        .await
+        .unwrap();
+    let redriven = system
+        .command()
+        .args(["dlq", "redrive", "--id", "1"])
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&redriven.stdout);
+    assert!(redriven.status.success(), "{printed}");
+    assert!(
+        printed.contains("DLQ message 1 → guarantor.cmd.deal.create: applied"),
+        "{printed}"
+    );
+    let done = command_status(&system, poison.id, "done").await;
+    assert_eq!(done.body["http_status"], 200, "{}", done.text);
+    system.settle().await;
+    assert_eq!(dlq.info().await.unwrap().state.messages, 0, "the DLQ is empty");
+    let deals: i64 = sqlx::query_scalar("SELECT count(*) FROM deals")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(deals, 1, "the re-driven deal was created once");
     system.assert_invariants().await;
 }
 

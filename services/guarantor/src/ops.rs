@@ -2,8 +2,11 @@
 
 #![allow(clippy::print_stdout, reason = "these commands print their results")]
 
+use std::time::Duration;
+
 use clap::{Args, Subcommand};
 use guarantor_config::Config;
+use guarantor_ledger::dlq::Redriven;
 use guarantor_ledger::replay::{self, ReplayStart};
 use guarantor_messaging::COMMAND_STREAM;
 
@@ -27,6 +30,9 @@ pub struct ReplayArgs {
     /// Only messages on subjects matching this filter, e.g. guarantor.cmd.deal.>
     #[arg(long)]
     subject: Option<String>,
+    /// Count what a replay would apply and what is applied already, changing nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,10 +42,19 @@ pub enum DlqCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Publishes dead-lettered messages back to their original subjects and removes them from the DLQ.
+    /// Publishes dead-lettered messages back to their original subjects, removes them from the DLQ
+    /// and reports what the ledger made of each.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
     Redrive {
-        /// DLQ sequences to re-drive; all of them when none is given.
-        sequences: Vec<u64>,
+        /// DLQ sequence of a message to re-drive (repeat for several).
+        #[arg(long)]
+        id: Vec<u64>,
+        /// Re-drive every message in the DLQ.
+        #[arg(long)]
+        all: bool,
+        /// How long to wait for each message's verdict.
+        #[arg(long, default_value_t = 15)]
+        wait_secs: u64,
     },
 }
 
@@ -56,11 +71,22 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     let pool = infra::postgres(config, 2).await?;
     let nats = infra::nats(config, "replay").await?;
     let js = guarantor_messaging::jetstream(&nats);
-    let report = replay::replay(&pool, &js, start, args.to_seq, args.subject).await?;
+    let report = replay::replay(&pool, &js, start, args.to_seq, args.subject, args.dry_run).await?;
+    let verb = if args.dry_run { "would replay" } else { "replayed" };
     println!(
-        "replayed {} messages (up to sequence {}); {} were not commands",
-        report.read, report.last_sequence, report.skipped
+        "{verb} {} messages (up to sequence {}): {} applied, {} refused, {} already decided, {} failed, \
+         {} not commands",
+        report.read,
+        report.last_sequence,
+        report.applied,
+        report.refused,
+        report.already_decided,
+        report.failed,
+        report.skipped
     );
+    for (sequence, error) in &report.errors {
+        println!("  sequence {sequence} failed: {error}");
+    }
     Ok(())
 }
 
@@ -75,32 +101,51 @@ pub async fn dlq(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
             } else if letters.is_empty() {
                 println!("the DLQ is empty");
             } else {
+                println!(
+                    "   seq  stored at                       from (subject #sequence)  deliveries  command  error"
+                );
                 for letter in letters {
                     println!(
-                        "{:>6}  {}  from {} #{}  {}",
+                        "{:>6}  {}  {} #{}  {}  {}  {}",
                         letter.sequence,
                         letter.stored_at,
                         letter.original_subject.as_deref().unwrap_or("?"),
                         letter.original_sequence.as_deref().unwrap_or("?"),
+                        letter.deliveries.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                        letter.command_id.map_or_else(|| "-".to_owned(), |id| id.to_string()),
                         letter.error.as_deref().unwrap_or("")
                     );
                 }
             }
         }
-        DlqCommand::Redrive { sequences } => {
-            let sequences = if sequences.is_empty() {
-                guarantor_ledger::dlq::list(&js)
-                    .await?
-                    .into_iter()
-                    .map(|l| l.sequence)
-                    .collect()
-            } else {
-                sequences
-            };
-            for sequence in sequences {
-                let subject = guarantor_ledger::dlq::redrive(&js, sequence).await?;
-                println!("re-drove DLQ message {sequence} to {subject}");
+        DlqCommand::Redrive { id, all, wait_secs } => {
+            let letters: Vec<_> = guarantor_ledger::dlq::list(&js)
+                .await?
+                .into_iter()
+                .filter(|letter| all || id.contains(&letter.sequence))
+                .collect();
+            if let Some(missing) = id.iter().find(|&&seq| !letters.iter().any(|l| l.sequence == seq)) {
+                anyhow::bail!("the DLQ holds no message {missing}");
             }
+            let pool = infra::postgres(config, 2).await?;
+            let mut failed_again = 0;
+            for letter in &letters {
+                let subject = guarantor_ledger::dlq::redrive(&js, letter.sequence).await?;
+                let outcome = guarantor_ledger::dlq::follow(&js, &pool, letter, Duration::from_secs(wait_secs)).await?;
+                let told = match outcome {
+                    Redriven::Decided(outcome) => outcome,
+                    Redriven::FailedAgain { sequence, error } => {
+                        failed_again += 1;
+                        format!("failed again (now DLQ message {sequence}): {error}")
+                    }
+                    Redriven::Undecided => {
+                        format!("no verdict within {wait_secs} s (is a ledger running?); it waits in the stream")
+                    }
+                };
+                println!("DLQ message {} → {subject}: {told}", letter.sequence);
+            }
+            println!("re-drove {} message(s), {failed_again} failed again", letters.len());
+            anyhow::ensure!(failed_again == 0, "{failed_again} re-driven message(s) failed again");
         }
     }
     Ok(())

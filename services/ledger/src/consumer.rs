@@ -512,13 +512,17 @@ async fn nak(message: &Message, delivered: i64) {
 /// Moves a message that cannot be processed to `GUARANTOR_DLQ` with its error, and stops its
 /// delivery. Returns whether the DLQ has it.
 async fn dead_letter(js: &JetStream, message: &Message, error: &str) -> bool {
-    let sequence = message.info().map(|info| info.stream_sequence).unwrap_or_default();
-    tracing::error!(subject = %message.subject, sequence, error, "message moved to the DLQ");
+    let (sequence, delivered) = message
+        .info()
+        .map(|info| (info.stream_sequence, info.delivered))
+        .unwrap_or_default();
+    tracing::error!(subject = %message.subject, sequence, delivered, error, "message moved to the DLQ");
     let mut headers = guarantor_messaging::headers(&format!("dlq:{COMMAND_STREAM}:{sequence}"), None);
     headers.insert("Guarantor-Error", error.replace(['\r', '\n'], " ").as_str());
     headers.insert("Guarantor-Original-Subject", message.subject.as_str());
     headers.insert("Guarantor-Original-Stream", COMMAND_STREAM);
     headers.insert("Guarantor-Original-Sequence", sequence.to_string().as_str());
+    headers.insert("Guarantor-Deliveries", delivered.to_string().as_str());
     if let Some(original) = &message.headers {
         for (name, values) in original.iter() {
             if let Some(value) = values.first() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use futures::StreamExt;
-use guarantor_domain::CommandEnvelope;
+use guarantor_domain::{CommandEnvelope, Verdict};
 use guarantor_messaging::{JetStream, COMMAND_STREAM};
 use sqlx::PgPool;
 
@@ -23,6 +23,16 @@ pub enum ReplayStart {
 pub struct ReplayReport {
     /// Messages read from the stream.
     pub read: u64,
+    /// Commands without a verdict before the replay, applied by it (or, in a dry run, that would be
+    /// decided by it: counted here).
+    pub applied: u64,
+    /// Commands without a verdict before the replay, refused by it.
+    pub refused: u64,
+    /// Commands that had a verdict already: the handler answered it again and changed nothing.
+    pub already_decided: u64,
+    /// Commands the handler failed on (each with its stream sequence and error); the replay goes on.
+    pub failed: u64,
+    pub errors: Vec<(u64, String)>,
     /// Messages that were not commands (left alone).
     pub skipped: u64,
     /// The last stream sequence read.
@@ -30,13 +40,15 @@ pub struct ReplayReport {
 }
 
 /// Replays `GUARANTOR_CMD` from `start` up to `to_sequence` (inclusive; the stream's end when none),
-/// optionally only subjects matching `subject`.
+/// optionally only subjects matching `subject`; a `dry_run` only looks up which commands have a
+/// verdict.
 pub async fn replay(
     pool: &PgPool,
     js: &JetStream,
     start: ReplayStart,
     to_sequence: Option<u64>,
     subject: Option<String>,
+    dry_run: bool,
 ) -> anyhow::Result<ReplayReport> {
     let mut stream = js.get_stream(COMMAND_STREAM).await?;
     let last = stream.info().await?.state.last_sequence;
@@ -81,14 +93,34 @@ pub async fn replay(
         match serde_json::from_slice::<CommandEnvelope>(&message.payload) {
             Ok(envelope) => {
                 let mut db = pool.acquire().await?;
-                engine::apply_batch(
-                    &mut db,
-                    &[Incoming {
+                let decided = engine::stored_outcome(&mut db, envelope.id).await?.is_some();
+                if decided {
+                    report.already_decided += 1;
+                } else if dry_run {
+                    report.applied += 1;
+                }
+                if !dry_run {
+                    let incoming = Incoming {
                         envelope,
                         redrive: false,
-                    }],
-                )
-                .await?;
+                    };
+                    match engine::apply_batch(&mut db, &[incoming]).await {
+                        Ok(replies) if !decided => {
+                            for reply in replies {
+                                match reply.verdict {
+                                    Verdict::Applied { .. } => report.applied += 1,
+                                    Verdict::Refused { .. } => report.refused += 1,
+                                    Verdict::Failed { .. } => report.failed += 1,
+                                }
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            report.failed += 1;
+                            report.errors.push((sequence, err.to_string()));
+                        }
+                    }
+                }
             }
             Err(_) => report.skipped += 1,
         }

@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 
-pub use repo::{count_attempt, record_attempt_error, Answer};
+pub use repo::{count_attempt, record_attempt_error, stored_outcome, Answer};
 use state::{Account, BatchState, Draft, External, Owner, Step, Upserted};
 
 use crate::error::EngineError;

@@ -864,6 +864,13 @@ pub async fn record_attempt_error(db: &mut PgConnection, id: CommandId, error: &
     Ok(())
 }
 
+/// The stored outcome (`applied`, `refused`, `failed`) of a command, if it has a verdict.
+pub async fn stored_outcome(db: &mut PgConnection, id: CommandId) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!("SELECT outcome FROM commands WHERE id = $1", id.as_uuid())
+        .fetch_optional(db)
+        .await
+}
+
 /// A terminal `failed` verdict for a dead-lettered command (unless a verdict exists already).
 pub async fn record_failure(db: &mut PgConnection, answer: &Answer) -> sqlx::Result<()> {
     sqlx::query!(
