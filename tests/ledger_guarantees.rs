@@ -790,3 +790,56 @@ async fn a_reused_key_with_another_request_answers_409_while_the_first_is_pendin
         .unwrap();
     assert_eq!(users, ["a"]);
 }
+
+/// `guarantor reconcile` with the chain check off (no node is configured for it here).
+async fn reconcile(system: &System) -> (bool, String) {
+    let output = system.command().arg("reconcile").output().await.unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn reconcile_exits_non_zero_naming_a_ledger_row_corrupted_behind_its_back_and_zero_otherwise() {
+    let system = System::up().await;
+    let (customer, _, deals) = scenario(&system).await;
+    system.settle().await;
+    let (ok, report) = reconcile(&system).await;
+    assert!(ok, "a clean ledger reconciles: {report}");
+
+    // A balance edited by hand, without its transfer: invariant 1 names the account.
+    let account: i64 = sqlx::query_scalar("SELECT id FROM accounts WHERE kind = 'user_available' AND user_id = $1")
+        .bind(customer)
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE accounts SET balance = balance + 5 WHERE id = $1")
+        .bind(account)
+        .execute(&system.db.pool)
+        .await
+        .unwrap();
+    let (ok, report) = reconcile(&system).await;
+    assert!(!ok, "{report}");
+    assert!(report.contains(&format!("account {account}: balance")), "{report}");
+    sqlx::query("UPDATE accounts SET balance = balance - 5 WHERE id = $1")
+        .bind(account)
+        .execute(&system.db.pool)
+        .await
+        .unwrap();
+    assert!(reconcile(&system).await.0, "restored");
+
+    // A closed deal put back into `confirmed` by hand: its escrow no longer holds its amount.
+    sqlx::query("UPDATE deals SET status = 'confirmed' WHERE id = $1")
+        .bind(deals[0])
+        .execute(&system.db.pool)
+        .await
+        .unwrap();
+    let (ok, report) = reconcile(&system).await;
+    assert!(!ok, "{report}");
+    assert!(report.contains(&format!("deal {} in status confirmed", deals[0])), "{report}");
+}
