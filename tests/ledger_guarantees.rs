@@ -841,5 +841,8 @@ async fn reconcile_exits_non_zero_naming_a_ledger_row_corrupted_behind_its_back_
         .unwrap();
     let (ok, report) = reconcile(&system).await;
     assert!(!ok, "{report}");
-    assert!(report.contains(&format!("deal {} in status confirmed", deals[0])), "{report}");
+    assert!(
+        report.contains(&format!("deal {} in status confirmed", deals[0])),
+        "{report}"
+    );
 }

@@ -348,14 +348,32 @@ pub fn free_port() -> u16 {
 /// with, as a client would.
 pub const TRONPY: &str = "tronpy==0.6.2";
 
+/// The version of schemathesis (PyPI) the fuzz test runs against `/openapi.json`.
+pub const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
 /// The python of a virtualenv with tronpy, created once under `dir` (a test's `CARGO_TARGET_TMPDIR`).
 pub fn tronpy_python(dir: &std::path::Path) -> std::path::PathBuf {
+    venv_with(dir, "tronpy-venv", TRONPY, "tronpy")
+        .join("bin")
+        .join("python")
+}
+
+/// The `st` command of a virtualenv with schemathesis, created once under `dir`.
+pub fn schemathesis_cli(dir: &std::path::Path) -> std::path::PathBuf {
+    venv_with(dir, "schemathesis-venv", SCHEMATHESIS, "schemathesis")
+        .join("bin")
+        .join("st")
+}
+
+/// A virtualenv under `dir` named `name` with `requirement` installed from PyPI (once: kept while
+/// `module` imports).
+fn venv_with(dir: &std::path::Path, name: &str, requirement: &str, module: &str) -> std::path::PathBuf {
     use std::process::Command;
-    let venv = dir.join("tronpy-venv");
+    let venv = dir.join(name);
     let python = venv.join("bin").join("python");
     let ready = python.exists()
         && Command::new(&python)
-            .args(["-c", "import tronpy"])
+            .args(["-c", &format!("import {module}")])
             .status()
             .is_ok_and(|s| s.success());
     if !ready {
@@ -367,10 +385,17 @@ pub fn tronpy_python(dir: &std::path::Path) -> std::path::PathBuf {
             .expect("python3 is installed");
         assert!(created.success(), "python3 -m venv failed");
         let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", TRONPY])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                requirement,
+            ])
             .status()
             .expect("pip runs");
-        assert!(installed.success(), "pip install {TRONPY} failed");
+        assert!(installed.success(), "pip install {requirement} failed");
     }
-    python
+    venv
 }
