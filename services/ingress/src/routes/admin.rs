@@ -16,6 +16,7 @@ use crate::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Adjustment {
+    #[schema(minimum = 1)]
     pub user_id: i64,
     #[schema(example = "USDT")]
     pub currency: String,
@@ -23,6 +24,7 @@ pub struct Adjustment {
     #[schema(value_type = String, example = "-5.000000")]
     pub amount: RawAmount,
     /// Why, for the audit trail (1 to 500 characters).
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
 
@@ -50,7 +52,7 @@ pub struct AdjustmentTransfer {
     tag = "admin",
     security(("api_key" = [])),
     request_body = Adjustment,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first result")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes a retry return the first result")),
     responses(
         (status = 200, body = AdjustmentTransfer),
         (status = 202, description = "Accepted; the result will be at GET /api/v1/commands/{command_id}"),
@@ -86,6 +88,7 @@ pub struct SweepParams {
     /// Only sweeps in this status: fee_check, topping_up, sending, confirmed or failed.
     pub status: Option<String>,
     /// 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 

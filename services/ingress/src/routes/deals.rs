@@ -26,9 +26,11 @@ const LIST_LIMIT_MAX: i64 = 200;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateDeal {
     /// 1 to 128 characters.
+    #[schema(min_length = 1, max_length = 128)]
     pub title: String,
     /// Up to 10,000 characters.
     #[serde(default)]
+    #[schema(max_length = 10000)]
     pub description: String,
     /// Decimal string or JSON number, at most the currency's decimals; `price` is accepted too.
     #[serde(alias = "price")]
@@ -38,7 +40,9 @@ pub struct CreateDeal {
     #[serde(default = "default_currency")]
     #[schema(example = "USDT")]
     pub currency: String,
+    #[schema(minimum = 1)]
     pub customer_id: i64,
+    #[schema(minimum = 1)]
     pub performer_id: i64,
     pub deadline_at: Option<DateTime<Utc>>,
 }
@@ -50,9 +54,11 @@ fn default_currency() -> String {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct OpenDispute {
     /// 1 to 128 characters.
+    #[schema(min_length = 1, max_length = 128)]
     pub title: String,
     /// Up to 10,000 characters.
     #[serde(default)]
+    #[schema(max_length = 10000)]
     pub description: String,
 }
 
@@ -61,8 +67,10 @@ pub struct ListParams {
     /// Only deals in this status.
     pub status: Option<DealStatus>,
     /// Only deals where this user is the customer or the performer.
+    #[param(minimum = 1)]
     pub user_id: Option<i64>,
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -82,7 +90,7 @@ pub struct DealPage {
     tag = "deals",
     security(("api_key" = [])),
     request_body = CreateDeal,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first result")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes a retry return the first result")),
     responses(
         (status = 200, body = DealView, description = "The deal, with its `deal_id`"),
         (status = 202, description = "Accepted; the result will be at GET /api/v1/commands/{command_id}"),
@@ -129,7 +137,7 @@ pub async fn create(
     path = "/deal/{deal_id}",
     tag = "deals",
     security(("api_key" = [])),
-    params(("deal_id" = i64, Path)),
+    params(("deal_id" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = DealView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -227,9 +235,9 @@ macro_rules! party_action {
             tag = "deals",
             security(("api_key" = [])),
             params(
-                ("deal_id" = i64, Path),
-                ("Acting-User" = i64, Header, description = "The deal party acting"),
-                ("Idempotency-Key" = Option<String>, Header, description = "POST only: makes a retry return the first result")
+                ("deal_id" = i64, Path, minimum = 1),
+                ("Acting-User" = i64, Header, minimum = 1, description = "The deal party acting"),
+                ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "POST only: makes a retry return the first result")
             ),
             responses(
                 (status = 200, description = $ok),
@@ -287,9 +295,9 @@ party_action!(
     security(("api_key" = [])),
     request_body = OpenDispute,
     params(
-        ("deal_id" = i64, Path),
-        ("Acting-User" = i64, Header, description = "The deal party acting"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first result")
+        ("deal_id" = i64, Path, minimum = 1),
+        ("Acting-User" = i64, Header, minimum = 1, description = "The deal party acting"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes a retry return the first result")
     ),
     responses(
         (status = 200, body = DealView),
@@ -334,8 +342,8 @@ macro_rules! arbiter_action {
             tag = "deals",
             security(("api_key" = [])),
             params(
-                ("deal_id" = i64, Path),
-                ("Idempotency-Key" = Option<String>, Header, description = "POST only: makes a retry return the first result")
+                ("deal_id" = i64, Path, minimum = 1),
+                ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "POST only: makes a retry return the first result")
             ),
             responses(
                 (status = 200, body = DealView),

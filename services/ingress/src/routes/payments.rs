@@ -26,6 +26,7 @@ pub struct CreatePayment {
     #[schema(example = 1)]
     pub gateway_id: i64,
     /// The user who pays; the money is credited to their balance.
+    #[schema(minimum = 1)]
     pub user_id: i64,
     /// What the payment asks for. Whatever arrives is credited, more or less.
     #[schema(value_type = String, example = "12.50")]
@@ -49,7 +50,7 @@ fn default_currency() -> String {
     tag = "payments",
     security(("api_key" = [])),
     request_body = CreatePayment,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first result")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes a retry return the first result")),
     responses(
         (status = 200, body = PaymentView, description = "The payment, `waiting`, with its deposit address"),
         (status = 202, description = "Accepted; the result will be at GET /api/v1/commands/{command_id}"),
@@ -97,7 +98,7 @@ pub async fn create(
     path = "/payment/{payment_id}",
     tag = "payments",
     security(("api_key" = [])),
-    params(("payment_id" = i64, Path)),
+    params(("payment_id" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = PaymentView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),

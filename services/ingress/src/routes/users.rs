@@ -27,6 +27,7 @@ pub struct UpsertUser {
     pub external_id: ExternalId,
     /// Up to 128 characters.
     #[serde(default)]
+    #[schema(max_length = 128)]
     pub name: String,
 }
 
@@ -37,7 +38,7 @@ pub struct UpsertUser {
     tag = "users",
     security(("api_key" = [])),
     request_body = UpsertUser,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first result")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$", description = "Makes a retry return the first result")),
     responses(
         (status = 200, body = UserView),
         (status = 202, description = "Accepted; the result will be at GET /api/v1/commands/{command_id}"),
@@ -87,7 +88,7 @@ async fn find(state: &AppState, principal: &Principal, id: UserId) -> Result<Use
     path = "/user/{user_id}",
     tag = "users",
     security(("api_key" = [])),
-    params(("user_id" = i64, Path)),
+    params(("user_id" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = UserView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -109,7 +110,7 @@ pub async fn get(
     path = "/user/{user_id}/balance",
     tag = "users",
     security(("api_key" = [])),
-    params(("user_id" = i64, Path)),
+    params(("user_id" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = [BalanceView]),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
