@@ -371,3 +371,42 @@ async fn a_service_run_alone_serves_health_readiness_and_metrics_on_its_ops_addr
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_fault_run_kills_every_process_kind_and_finds_nothing_lost_or_doubled() {
+    // `guarantor chaos` starts a system of its own (its own Postgres cluster and nats-server).
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(support::BINARY)
+        .args(["chaos", "--seconds", "2", "--clients", "3"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        report.contains(
+            "killed (SIGKILL) and restarted in turn: ingress, ledger-1, scanner, sweeper, nats-server, postgres"
+        ),
+        "{report}"
+    );
+    for line in [
+        "lost                   0\n",
+        "doubled                0\n",
+        "reconcile violations   0\n",
+    ] {
+        assert!(report.contains(line), "{line:?} in:\n{report}");
+    }
+    let acknowledged: u64 = report
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("acknowledged"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap();
+    assert!(acknowledged > 100, "the load ran through the faults: {report}");
+}

@@ -4,6 +4,7 @@
 
 mod apikey;
 mod bench;
+mod chaos;
 mod health;
 mod infra;
 mod ops;
@@ -68,6 +69,9 @@ enum Command {
     /// Measures the scanner: a balance-check cycle and the block follower over planted deposits on a
     /// rate-limited devnet (SPEC §11).
     BenchScanner(bench::scanner::ScannerBenchArgs),
+    /// The fault run: a system of its own under keyed load while each process kind is killed with
+    /// SIGKILL and restarted in turn; prints requests sent, acknowledged, lost and doubled.
+    Chaos(chaos::ChaosArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,5 +137,6 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Sweeps { command } => ops::sweeps(&config, command).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::BenchScanner(args) => bench::scanner::run(config, args).await,
+        Command::Chaos(args) => chaos::run(config, args).await,
     }
 }
