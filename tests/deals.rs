@@ -356,6 +356,41 @@ async fn bad_input_answers_a_documented_4xx_and_changes_nothing() {
         .send()
         .await;
     assert_eq!(long_external_id.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Postgres text cannot hold NUL: every text field refuses it up front (the fuzz run found a user
+    // name "\0" reaching the ledger and failing there as a 500).
+    let nul = "a\u{0}b";
+    for (path, body) in [
+        ("/api/v1/user", json!({ "external_id": "n", "name": nul })),
+        ("/api/v1/user", json!({ "external_id": nul, "name": "n" })),
+        (
+            "/api/v1/deal",
+            json!({ "title": nul, "amount": "1", "customer_id": customer, "performer_id": performer }),
+        ),
+        (
+            "/api/v1/deal",
+            json!({ "title": "t", "description": nul, "amount": "1", "customer_id": customer, "performer_id": performer }),
+        ),
+    ] {
+        let answer = system.post(path).json(body.clone()).send().await;
+        assert_eq!(
+            (answer.status, answer.error_code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            "{body}: {}",
+            answer.text
+        );
+    }
+    let nul_reason = system
+        .post("/api/v1/admin/adjustments")
+        .key(&system.dev_key("admin"))
+        .json(json!({ "user_id": customer, "currency": "USDT", "amount": "5", "reason": nul }))
+        .send()
+        .await;
+    assert_eq!(
+        nul_reason.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        nul_reason.text
+    );
     let overdraft = system.adjust(customer, "-1").await;
     assert_eq!(
         (overdraft.status, overdraft.error_code()),

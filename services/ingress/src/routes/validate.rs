@@ -7,6 +7,11 @@ use serde_json::json;
 use crate::error::ApiError;
 
 pub fn text(field: &'static str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    // Postgres text cannot hold NUL; refused here rather than failing in the ledger.
+    if value.contains('\0') {
+        return Err(ApiError::validation(format!("{field} must not contain NUL characters"))
+            .with_details(json!({ "field": field })));
+    }
     let length = value.chars().count();
     if (min..=max).contains(&length) {
         Ok(())
