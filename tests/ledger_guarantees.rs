@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -186,21 +185,10 @@ async fn replaying_and_redelivering_every_command_changes_nothing() {
         .await
         .unwrap();
     for (args, verb) in [(&["--dry-run"][..], "would replay"), (&[][..], "replayed")] {
-        let replayed = system
-            .command()
-            .args(["replay", "--stream", COMMAND_STREAM, "--from-seq", "1"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            replayed.status.success(),
-            "{}",
-            String::from_utf8_lossy(&replayed.stderr)
-        );
-        let printed = String::from_utf8_lossy(&replayed.stdout);
+        let mut replay = vec!["replay", "--stream", COMMAND_STREAM, "--from-seq", "1"];
+        replay.extend_from_slice(args);
+        let (ok, printed, stderr) = system.cli(&replay).await;
+        assert!(ok, "{stderr}");
         assert!(
             printed.contains(&format!(
                 "{verb} {commands} messages (up to sequence {commands}): 0 applied, 0 refused, {commands} already decided, 0 failed, 0 not commands"
@@ -279,31 +267,18 @@ async fn a_poison_message_goes_to_the_dlq_and_can_be_listed_and_redriven() {
 
     let mut dlq = js.get_stream(DLQ_STREAM).await.unwrap();
     assert_eq!(dlq.info().await.unwrap().state.messages, 1);
-    let listed = system
-        .command()
-        .args(["dlq", "list", "--json"])
-        .stdout(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    assert!(listed.status.success());
-    let letters: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let (listed, letters, _) = system.cli(&["dlq", "list", "--json"]).await;
+    assert!(listed);
+    let letters: Value = serde_json::from_str(&letters).unwrap();
     assert_eq!(letters[0]["original_subject"], "guarantor.cmd.deal.act");
     assert!(letters[0]["error"].as_str().unwrap().contains("not a command"));
 
     assert_eq!(letters[0]["deliveries"], 1);
     assert_eq!(letters[0]["command_id"], Value::Null, "not a command");
 
-    let redriven = system
-        .command()
-        .args(["dlq", "redrive", "--all"])
-        .stdout(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
+    let (redriven, printed, _) = system.cli(&["dlq", "redrive", "--all"]).await;
     // Still poison: it is dead-lettered again, as a new DLQ message, and the command says so.
-    let printed = String::from_utf8_lossy(&redriven.stdout);
-    assert!(!redriven.status.success(), "{printed}");
+    assert!(!redriven, "{printed}");
     assert!(
         printed.contains("DLQ message 1 → guarantor.cmd.deal.act: failed again (now DLQ message 2): not a command"),
         "{printed}"
@@ -651,14 +626,8 @@ async fn a_command_failing_on_every_attempt_is_dead_lettered_with_a_failed_verdi
 
     // The operator removes the cause (here: titles may be longer now) and re-drives the message:
     // the command is applied, once, and its answer is no longer `failed`.
-    let listed = system
-        .command()
-        .args(["dlq", "list", "--json"])
-        .stdout(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    let letters: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let (_, letters, _) = system.cli(&["dlq", "list", "--json"]).await;
+    let letters: Value = serde_json::from_str(&letters).unwrap();
     assert_eq!(letters[0]["command_id"], poison.id.to_string());
     assert!(
         letters[0]["error"].as_str().unwrap().contains("deals_title_check"),
@@ -668,15 +637,8 @@ async fn a_command_failing_on_every_attempt_is_dead_lettered_with_a_failed_verdi
         .execute(&system.db.pool)
         .await
         .unwrap();
-    let redriven = system
-        .command()
-        .args(["dlq", "redrive", "--id", "1"])
-        .stdout(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    let printed = String::from_utf8_lossy(&redriven.stdout);
-    assert!(redriven.status.success(), "{printed}");
+    let (redriven, printed, _) = system.cli(&["dlq", "redrive", "--id", "1"]).await;
+    assert!(redriven, "{printed}");
     assert!(
         printed.contains("DLQ message 1 → guarantor.cmd.deal.create: applied"),
         "{printed}"
@@ -791,25 +753,12 @@ async fn a_reused_key_with_another_request_answers_409_while_the_first_is_pendin
     assert_eq!(users, ["a"]);
 }
 
-/// `guarantor reconcile` with the chain check off (no node is configured for it here).
-async fn reconcile(system: &System) -> (bool, String) {
-    let output = system.command().arg("reconcile").output().await.unwrap();
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
-}
-
 #[tokio::test]
 async fn reconcile_exits_non_zero_naming_a_ledger_row_corrupted_behind_its_back_and_zero_otherwise() {
     let system = System::up().await;
     let (customer, _, deals) = scenario(&system).await;
     system.settle().await;
-    let (ok, report) = reconcile(&system).await;
+    let (ok, report) = system.reconcile().await;
     assert!(ok, "a clean ledger reconciles: {report}");
 
     // A balance edited by hand, without its transfer: invariant 1 names the account.
@@ -823,7 +772,7 @@ async fn reconcile_exits_non_zero_naming_a_ledger_row_corrupted_behind_its_back_
         .execute(&system.db.pool)
         .await
         .unwrap();
-    let (ok, report) = reconcile(&system).await;
+    let (ok, report) = system.reconcile().await;
     assert!(!ok, "{report}");
     assert!(report.contains(&format!("account {account}: balance")), "{report}");
     sqlx::query("UPDATE accounts SET balance = balance - 5 WHERE id = $1")
@@ -831,7 +780,7 @@ async fn reconcile_exits_non_zero_naming_a_ledger_row_corrupted_behind_its_back_
         .execute(&system.db.pool)
         .await
         .unwrap();
-    assert!(reconcile(&system).await.0, "restored");
+    assert!(system.reconcile().await.0, "restored");
 
     // A closed deal put back into `confirmed` by hand: its escrow no longer holds its amount.
     sqlx::query("UPDATE deals SET status = 'confirmed' WHERE id = $1")
@@ -839,7 +788,7 @@ async fn reconcile_exits_non_zero_naming_a_ledger_row_corrupted_behind_its_back_
         .execute(&system.db.pool)
         .await
         .unwrap();
-    let (ok, report) = reconcile(&system).await;
+    let (ok, report) = system.reconcile().await;
     assert!(!ok, "{report}");
     assert!(
         report.contains(&format!("deal {} in status confirmed", deals[0])),

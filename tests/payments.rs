@@ -493,15 +493,7 @@ async fn two_scanner_processes_observe_each_deposit_once() {
         "the second scanner runs, standing by"
     );
     // `up` reports its scanner's cycles in its metrics, the second process in its log.
-    let metrics = system
-        .http
-        .get(format!("{}/metrics", system.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = system.metrics().await;
     let first_cycles = usize::from(metrics.contains("guarantor_scanner_lag_blocks"));
     let log = std::fs::read_to_string(system.data_dir.path().join("scanner.log")).unwrap();
     assert!(log.contains("scanner started"), "{log}");

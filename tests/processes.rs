@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use guarantor_testkit::free_port;
@@ -141,21 +140,8 @@ async fn the_original_flow_passes_with_each_service_a_process_of_its_own_and_two
         20_000_000
     );
 
-    let reconciled = system
-        .command()
-        .env("GUARANTOR_TRON_NODE_URL", &system.devnet)
-        .args(["reconcile", "--chain"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        reconciled.status.success(),
-        "reconcile --chain: {}{}",
-        String::from_utf8_lossy(&reconciled.stdout),
-        String::from_utf8_lossy(&reconciled.stderr)
-    );
+    let (reconciled, report) = system.reconcile().await;
+    assert!(reconciled, "reconcile --chain: {report}");
     for (part, mut child, _) in consumers {
         assert!(child.try_wait().unwrap().is_none(), "a {part} stopped during the flow");
     }

@@ -103,41 +103,17 @@ async fn a_credited_deposit_is_swept_to_the_main_wallet_once_with_the_fee_the_ch
     }
     assert!(support::sequence_violations(&events).is_empty());
     // The sweeper's figures, as the next pass reports them.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let metrics = system
-            .http
-            .get(format!("{}/metrics", system.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains("guarantor_sweeps_total{status=\"confirmed\"} 1")
-            && metrics.contains("guarantor_unswept_usdt 0")
-        {
-            assert!(metrics.contains("guarantor_sweep_fee_trx_total"), "{metrics}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "{metrics}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    system
+        .metrics_until(
+            &[
+                "guarantor_sweeps_total{status=\"confirmed\"} 1",
+                "guarantor_unswept_usdt 0",
+                "guarantor_sweep_fee_trx_total",
+            ],
+            Duration::from_secs(30),
+        )
+        .await;
     system.assert_invariants().await;
-}
-
-async fn reconcile(system: &System) -> (bool, String) {
-    let output = system
-        .command()
-        .env("GUARANTOR_TRON_NODE_URL", &system.devnet)
-        .arg("reconcile")
-        .output()
-        .await
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
 }
 
 #[tokio::test]
@@ -161,7 +137,7 @@ async fn reconcile_checks_the_chain_and_names_an_address_whose_coins_moved_behin
         .pay_with_sdk(&token.to_base58(), &address.to_base58(), 25_000_000)
         .await;
     sweep_until(&system, "confirmed").await;
-    let (ok, report) = reconcile(&system).await;
+    let (ok, report) = system.reconcile().await;
     assert!(ok, "{report}");
     assert!(report.contains("ok: invariant 5 holds"), "{report}");
 
@@ -199,7 +175,7 @@ async fn reconcile_checks_the_chain_and_names_an_address_whose_coins_moved_behin
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let (ok, report) = reconcile(&system).await;
+    let (ok, report) = system.reconcile().await;
     assert!(!ok, "{report}");
     assert!(report.contains(&address.to_base58()), "{report}");
     assert!(
@@ -468,7 +444,7 @@ async fn a_sweeper_killed_at_each_step_lands_exactly_one_transfer_and_one_top_up
         ]
     );
     system.assert_invariants().await;
-    let (ok, report) = reconcile(&system).await;
+    let (ok, report) = system.reconcile().await;
     assert!(ok, "{report}");
 }
 
@@ -527,7 +503,7 @@ async fn a_transfer_the_node_dropped_is_replaced_only_after_it_expired_and_exact
             .await
             .unwrap();
     assert_eq!(transfers, ["expired", "confirmed"]);
-    let (ok, report) = reconcile(&system).await;
+    let (ok, report) = system.reconcile().await;
     assert!(ok, "{report}");
 }
 
@@ -584,7 +560,7 @@ async fn a_transfer_that_runs_out_of_energy_is_recorded_with_its_fee_and_the_ret
         rows.iter().map(|r| r.3).sum::<i64>(),
         "every fee burned is counted"
     );
-    let (ok, report) = reconcile(&system).await;
+    let (ok, report) = system.reconcile().await;
     assert!(ok, "{report}");
 }
 
@@ -637,6 +613,6 @@ async fn two_sweeper_processes_sweep_each_address_once() {
         .await
         .unwrap();
     assert_eq!(top_ups, 3);
-    let (ok, report) = reconcile(&system).await;
+    let (ok, report) = system.reconcile().await;
     assert!(ok, "{report}");
 }

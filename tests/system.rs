@@ -257,22 +257,14 @@ async fn the_ledger_reports_its_batches_and_verdicts_as_prometheus_metrics() {
         .await;
     assert_eq!(refused.status, StatusCode::NOT_FOUND);
 
-    let metrics = system
-        .http
-        .get(format!("{}/metrics", system.base))
-        .send()
-        .await
-        .unwrap();
-    let text = metrics.text().await.unwrap();
-    assert!(
-        text.contains(r#"guarantor_commands_applied_total{kind="user.upsert",outcome="applied"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"guarantor_commands_applied_total{kind="deal.create",outcome="refused"} 1"#),
-        "{text}"
-    );
-    assert!(text.contains(r#"guarantor_ledger_batch_size_bucket{le="1"}"#), "{text}");
+    let text = system.metrics().await;
+    for line in [
+        r#"guarantor_commands_applied_total{kind="user.upsert",outcome="applied"} 1"#,
+        r#"guarantor_commands_applied_total{kind="deal.create",outcome="refused"} 1"#,
+        r#"guarantor_ledger_batch_size_bucket{le="1"}"#,
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
 
     // A message that is no command is dead-lettered; the backlog gauges show it, and nothing waiting.
     let js = system.jetstream().await;
@@ -291,26 +283,7 @@ async fn the_ledger_reports_its_batches_and_verdicts_as_prometheus_metrics() {
         "guarantor_consumer_ack_pending{consumer=\"ledger\"} 0\n",
         "guarantor_outbox_backlog 0\n",
     ];
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = system
-            .http
-            .get(format!("{}/metrics", system.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if expected.iter().all(|line| text.contains(line)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the backlog gauges never read {expected:?}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    system.metrics_until(&expected, Duration::from_secs(20)).await;
 }
 
 #[tokio::test]

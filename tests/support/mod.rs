@@ -181,6 +181,57 @@ impl System {
         }
     }
 
+    /// Runs `guarantor <args>` against this system (an operator command); answers whether it
+    /// succeeded, its stdout and its stderr.
+    pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let output = self
+            .command()
+            .env("GUARANTOR_TRON_NODE_URL", &self.devnet)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// `guarantor reconcile` (with the chain check, against the devnet); whether it passed, and its
+    /// report.
+    pub async fn reconcile(&self) -> (bool, String) {
+        let (ok, stdout, stderr) = self.cli(&["reconcile"]).await;
+        (ok, format!("{stdout}{stderr}"))
+    }
+
+    /// The Prometheus text `up` serves on `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `/metrics` contains every one of `lines`; answers the text.
+    pub async fn metrics_until(&self, lines: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = self.metrics().await;
+            if lines.iter().all(|line| text.contains(line)) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "/metrics never showed {lines:?}:\n{text}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// A `guarantor` command against this system's servers (for the operator commands).
     pub fn command(&self) -> Command {
         let mut command = command(
