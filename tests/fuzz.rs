@@ -8,8 +8,6 @@
 
 mod support;
 
-use std::process::Stdio;
-
 use support::System;
 
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
@@ -41,30 +39,23 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_openapi_
         } else {
             "--exclude-path-regex"
         };
-        let output = tokio::process::Command::new(&cli)
-            .args(["--no-color", "run"])
-            .arg(format!("{}/openapi.json", system.base))
-            .args(["--header", &format!("Authorization: Bearer {}", system.dev_key(role))])
-            .args([filter, paths])
-            .args(["--checks", CHECKS])
-            .args(["--phases", "coverage,fuzzing,stateful"])
-            .args(["--max-time", &seconds, "--workers", "1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .unwrap();
-        let report = String::from_utf8_lossy(&output.stdout);
+        let (ok, report, stderr) = support::output(
+            tokio::process::Command::new(&cli)
+                .args(["--no-color", "run"])
+                .arg(format!("{}/openapi.json", system.base))
+                .args(["--header", &format!("Authorization: Bearer {}", system.dev_key(role))])
+                .args([filter, paths])
+                .args(["--checks", CHECKS])
+                .args(["--phases", "coverage,fuzzing,stateful"])
+                .args(["--max-time", &seconds, "--workers", "1"]),
+        )
+        .await;
         let summary: Vec<&str> = report
             .lines()
             .filter(|line| line.contains("generated,") || line.contains(" passed") || line.contains("failures"))
             .collect();
         eprintln!("schemathesis as {role}: {}", summary.join(" | "));
-        assert!(
-            output.status.success(),
-            "schemathesis as {role} failed:\n{report}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(ok, "schemathesis as {role} failed:\n{report}\n{stderr}");
     }
     system.assert_invariants().await;
 }

@@ -19,20 +19,6 @@ async fn get(system: &System, path: &str, key: Option<&str>) -> (StatusCode, Val
     (response.status(), response.json().await.unwrap_or(Value::Null))
 }
 
-async fn run(command: &mut tokio::process::Command) -> (bool, String, String) {
-    let output = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn up_serves_health_readiness_and_an_authenticated_api_then_stops_on_sigterm() {
     let system = System::up().await;
@@ -57,9 +43,11 @@ async fn up_serves_health_readiness_and_an_authenticated_api_then_stops_on_sigte
 async fn an_api_key_created_on_the_command_line_works_until_it_is_revoked() {
     let system = System::up().await;
 
-    let (created, stdout, stderr) = run(system
-        .command()
-        .args(["apikey", "create", "--tenant", "acme", "--role", "platform", "--json"]))
+    let (created, stdout, stderr) = support::output(
+        system
+            .command()
+            .args(["apikey", "create", "--tenant", "acme", "--role", "platform", "--json"]),
+    )
     .await;
     assert!(created, "{stderr}");
     let created: Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -71,15 +59,19 @@ async fn an_api_key_created_on_the_command_line_works_until_it_is_revoked() {
         StatusCode::OK
     );
 
-    let (listed, list, _) = run(system.command().args(["apikey", "list", "--tenant", "acme", "--json"])).await;
+    let (listed, list, _) =
+        support::output(system.command().args(["apikey", "list", "--tenant", "acme", "--json"])).await;
     assert!(listed);
     assert!(list.contains(created["id"].as_str().unwrap()));
     assert!(!list.contains(&key), "list never shows keys");
 
-    let (revoked, _, stderr) = run(system
-        .command()
-        .args(["apikey", "revoke", created["id"].as_str().unwrap()]))
-    .await;
+    let (revoked, _, stderr) =
+        support::output(
+            system
+                .command()
+                .args(["apikey", "revoke", created["id"].as_str().unwrap()]),
+        )
+        .await;
     assert!(revoked, "{stderr}");
     // Lookups are cached for KEY_CACHE_TTL: the revoked key is refused within that time, not later.
     let revoked_at = std::time::Instant::now();
@@ -121,7 +113,7 @@ async fn up_says_how_to_start_postgres_when_it_is_unreachable() {
     );
     command.arg("up");
 
-    let (ok, _, stderr) = run(&mut command).await;
+    let (ok, _, stderr) = support::output(&mut command).await;
 
     assert!(!ok);
     assert!(stderr.contains("Postgres is not reachable"), "{stderr}");
@@ -140,7 +132,9 @@ fn the_readme_shows_the_state_machine_table_the_ledger_decides_with() {
 #[tokio::test]
 async fn guarantor_devnet_runs_alone_with_its_flags_and_produces_blocks() {
     let dir = tempfile::tempdir().unwrap();
-    let help = run(support::command("postgres://unused", "nats://unused", dir.path()).args(["devnet", "--help"])).await;
+    let help =
+        support::output(support::command("postgres://unused", "nats://unused", dir.path()).args(["devnet", "--help"]))
+            .await;
     for flag in ["--addr", "--block-interval-ms", "--solidify-lag", "--state-file"] {
         assert!(help.1.contains(flag), "{flag} missing from --help:\n{}", help.1);
     }
@@ -200,7 +194,7 @@ async fn up_says_how_to_start_nats_when_it_is_unreachable() {
     let mut command = support::command(&url, &format!("nats://127.0.0.1:{port}"), dir.path());
     command.arg("up");
 
-    let (ok, _, stderr) = run(&mut command).await;
+    let (ok, _, stderr) = support::output(&mut command).await;
 
     assert!(!ok);
     assert!(stderr.contains("NATS is not reachable"), "{stderr}");
@@ -212,7 +206,7 @@ async fn the_benchmark_runs_its_own_system_and_reports_the_full_path_beside_its_
     let db = guarantor_testkit::TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let url = guarantor_config::ExposeSecret::expose_secret(&db.url()).to_owned();
-    let (ran, stdout, stderr) = run(support::command(&url, "nats://127.0.0.1:1", dir.path()).args([
+    let (ran, stdout, stderr) = support::output(support::command(&url, "nats://127.0.0.1:1", dir.path()).args([
         "bench",
         "--seconds",
         "1",
@@ -349,20 +343,13 @@ async fn a_service_run_alone_serves_health_readiness_and_metrics_on_its_ops_addr
 async fn the_fault_run_kills_every_process_kind_and_finds_nothing_lost_or_doubled() {
     // `guarantor chaos` starts a system of its own (its own Postgres cluster and nats-server).
     let dir = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new(support::BINARY)
-        .args(["chaos", "--seconds", "2", "--clients", "3"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .await
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (ok, report, stderr) = support::output(
+        tokio::process::Command::new(support::BINARY)
+            .args(["chaos", "--seconds", "2", "--clients", "3"])
+            .current_dir(dir.path()),
+    )
+    .await;
+    assert!(ok, "{report}\n{stderr}");
     assert!(
         report.contains(
             "killed (SIGKILL) and restarted in turn: ingress, ledger-1, scanner, sweeper, nats-server, postgres"

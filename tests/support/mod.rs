@@ -33,6 +33,21 @@ pub fn command(db_url: &str, nats_url: &str, data_dir: &Path) -> Command {
     command
 }
 
+/// Runs a command to its end; answers whether it succeeded, its stdout and its stderr.
+pub async fn output(command: &mut Command) -> (bool, String, String) {
+    let output = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// `guarantor up` running in the background, with its own database, NATS and data directory.
 pub struct System {
     pub base: String,
@@ -184,20 +199,7 @@ impl System {
     /// Runs `guarantor <args>` against this system (an operator command); answers whether it
     /// succeeded, its stdout and its stderr.
     pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let output = self
-            .command()
-            .env("GUARANTOR_TRON_NODE_URL", &self.devnet)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        output(self.command().env("GUARANTOR_TRON_NODE_URL", &self.devnet).args(args)).await
     }
 
     /// `guarantor reconcile` (with the chain check, against the devnet); whether it passed, and its
