@@ -1,5 +1,5 @@
-//! The system as separate processes, the way it is deployed: `guarantor devnet`, `guarantor
-//! ingress`, and two each of `guarantor ledger`, `scanner` and `sweeper`, every one with the same
+//! The system as separate processes, the way it is deployed: `guarantor devnet`, and two each of
+//! `guarantor ingress`, `guarantor ledger`, `scanner` and `sweeper`, every one with the same
 //! configuration and its own ops address. The original flow passes end to end: a deal waits for
 //! payment, a deposit to a fresh address funds it, the customer closes it, the coins are swept to
 //! the main wallet once, and the books agree with the chain.
@@ -94,7 +94,23 @@ async fn the_original_flow_passes_with_each_service_a_process_of_its_own_and_two
     let confirmed = system.act(deal, "confirm", performer).await;
     assert_eq!(confirmed.body["status"], "waiting_for_payment", "{}", confirmed.text);
 
-    let (payment, address, _) = system.create_payment(customer, "20").await;
+    // A second ingress replica, on its own address: the payment is made through it.
+    let second = format!("127.0.0.1:{}", free_port());
+    let _second_ingress = system.extra_with(&["ingress"], &[("GUARANTOR_HTTP_ADDR", second.as_str())]);
+    let second = format!("http://{second}");
+    until_ready(&http, &second).await;
+    let created: serde_json::Value = http
+        .post(format!("{second}/api/v1/payment"))
+        .bearer_auth(system.dev_key("platform"))
+        .json(&json!({ "gateway_id": 1, "user_id": customer, "amount": "20" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let payment = created["payment_id"].as_i64().unwrap();
+    let address = created["gateway_data"]["address"].as_str().unwrap().to_owned();
     system
         .devnet_control("/devnet/faucet", json!({ "address": address, "usdt": "20" }))
         .await;
