@@ -137,6 +137,6 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Sweeps { command } => ops::sweeps(&config, command).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::BenchScanner(args) => bench::scanner::run(config, args).await,
-        Command::Chaos(args) => chaos::run(config, args).await,
+        Command::Chaos(args) => chaos::run(args).await,
     }
 }

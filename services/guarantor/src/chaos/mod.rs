@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use guarantor_config::{Config, ExposeSecret, SecretString};
+use guarantor_config::{ExposeSecret, SecretString};
 use guarantor_domain::Role;
 use serde::Serialize;
 use serde_json::json;
@@ -70,7 +70,7 @@ struct Own {
     dir: tempfile::TempDir,
 }
 
-pub async fn run(_config: Config, args: ChaosArgs) -> anyhow::Result<()> {
+pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut own = start(dir).await?;
     let outcome = drive(&mut own, &args).await;
