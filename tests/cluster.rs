@@ -87,9 +87,12 @@ async fn killing_a_cluster_member_under_load_loses_no_command_and_applies_none_t
     let mut system = System::start_on(
         nats,
         &["up", "--without", "scanner,sweeper"],
+        // An ack sent to a member as it dies is lost: the message comes back after the ack wait and
+        // is answered from the inbox. A short wait lets the test see that within its settle time.
         &[
             ("GUARANTOR_STREAM_REPLICAS", "3"),
             ("GUARANTOR_COMMAND_TIMEOUT_MS", "2000"),
+            ("GUARANTOR_LEDGER_ACK_WAIT_SECS", "3"),
         ],
     )
     .await;
