@@ -109,7 +109,9 @@ fn parse_address(text: &str) -> Result<TronAddress, SweepError> {
 }
 
 impl Sweeper {
-    /// One pass: open the sweeps that are due, then advance every sweep this process holds.
+    /// One pass: open the sweeps that are due, then take and advance them one at a time (up to
+    /// `SWEEPS_PER_PASS`), each under a lease taken just before its work, so a long pass never works
+    /// on a sweep whose lease ran out meanwhile.
     pub async fn pass(&self) -> Result<(), SweepError> {
         let opened = repo::plan(&self.pool, self.settings.min_amount).await?;
         if opened > 0 {
@@ -118,7 +120,12 @@ impl Sweeper {
         report(&repo::stats(&self.pool).await?);
         // Short, so that a crashed holder is taken over soon; every write is fenced by it anyway.
         let lease = (self.settings.interval * 4).max(Duration::from_secs(10)).as_secs_f64();
-        for sweep in repo::claim(&self.pool, self.holder, lease, 16).await? {
+        let mut handled = Vec::new();
+        while handled.len() < SWEEPS_PER_PASS {
+            let Some(sweep) = repo::claim_next(&self.pool, self.holder, lease, &handled).await? else {
+                break;
+            };
+            handled.push(sweep.id);
             match self.advance(&sweep).await {
                 Ok(()) => {}
                 Err(SweepError::Waiting(why)) => tracing::debug!(sweep = sweep.id, why, "sweep waits for the chain"),
@@ -496,6 +503,9 @@ fn report(stats: &repo::Stats) {
 
 /// The events after which a sweep may be due: a deposit was credited.
 pub const WAKE_SUBJECT: &str = "guarantor.evt.payment.*.received";
+
+/// Most sweeps one pass works on; the rest wait for the next pass (or another sweeper).
+const SWEEPS_PER_PASS: usize = 16;
 
 /// Runs passes every `settings.interval` until `shutdown`, and at once when a deposit is credited
 /// (a missed event only delays a sweep until the next pass).

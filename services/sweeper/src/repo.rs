@@ -123,23 +123,26 @@ pub async fn plan(pool: &PgPool, min_amount: Decimal) -> sqlx::Result<u64> {
     Ok(opened.rows_affected())
 }
 
-/// Takes the lease of up to `limit` open sweeps that are due (or renews this holder's).
-pub async fn claim(pool: &PgPool, holder: Uuid, lease_secs: f64, limit: i64) -> sqlx::Result<Vec<Sweep>> {
+/// Takes the lease of the next open sweep that is due (or renews this holder's), leaving out the
+/// sweeps of `handled` (worked on already in this pass). One at a time, so that each lease starts
+/// when the work on its sweep does.
+pub async fn claim_next(pool: &PgPool, holder: Uuid, lease_secs: f64, handled: &[i64]) -> sqlx::Result<Option<Sweep>> {
     sqlx::query_as!(
         Sweep,
         r#"UPDATE sweeps s SET locked_by = $1, locked_until = now() + make_interval(secs => $2)
-           WHERE s.id IN (SELECT id FROM sweeps
-                          WHERE status IN ('fee_check', 'topping_up', 'sending') AND next_attempt_at <= now()
-                            AND (locked_until IS NULL OR locked_until < now() OR locked_by = $1)
-                          ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+           WHERE s.id = (SELECT id FROM sweeps
+                         WHERE status IN ('fee_check', 'topping_up', 'sending') AND next_attempt_at <= now()
+                           AND (locked_until IS NULL OR locked_until < now() OR locked_by = $1)
+                           AND id <> ALL($3)
+                         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
            RETURNING s.id, s.payment_id AS "payment_id: PaymentId", s.tenant_id AS "tenant_id: TenantId", s.address,
                      s.hd_index, s.amount, s.status AS "status: SweepStatus", s.fee_needed_sun, s.fee_paid_sun,
                      s.attempts"#,
         holder,
         lease_secs,
-        limit,
+        handled,
     )
-    .fetch_all(pool)
+    .fetch_optional(pool)
     .await
 }
 
