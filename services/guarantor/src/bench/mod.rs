@@ -9,7 +9,7 @@
 
 mod baselines;
 mod load;
-mod own;
+pub(crate) mod own;
 pub mod scanner;
 
 use std::path::PathBuf;

@@ -16,6 +16,9 @@ use super::load::Target;
 
 const SERVICES: [&str; 4] = ["ingress", "ledger", "scanner", "sweeper"];
 
+/// How long a process of the benchmark's own system may take to start.
+const STARTUP: Duration = Duration::from_secs(30);
+
 pub struct System {
     admin: guarantor_store::PgPool,
     database: String,
@@ -27,11 +30,13 @@ pub struct System {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn nats_server() -> PathBuf {
+/// The nats-server binary: Debian's, a local install's, or the one on the PATH.
+pub fn nats_server() -> PathBuf {
     ["/usr/sbin/nats-server", "/usr/local/bin/nats-server"]
         .into_iter()
         .map(PathBuf::from)
@@ -39,15 +44,21 @@ fn nats_server() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
-async fn wait_for(what: &str, mut ready: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Polls `ready` until it answers true, for at most `within`.
+pub async fn wait_for(what: &str, within: Duration, mut ready: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if ready().await {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    anyhow::bail!("{what} did not start within 30 s")
+    anyhow::bail!("{what} did not answer within {within:?}")
+}
+
+/// Whether something listens on `port`.
+pub async fn listening(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
 }
 
 /// A scratch database `<configured database>_<suffix>`, recreated and migrated.
@@ -90,10 +101,7 @@ pub async fn scratch_nats(dir: &std::path::Path) -> anyhow::Result<(Child, u16)>
         .kill_on_drop(true)
         .spawn()
         .context("cannot start nats-server (Debian package nats-server)")?;
-    wait_for("nats-server", async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-    })
-    .await?;
+    wait_for("nats-server", STARTUP, async || listening(port).await).await?;
     Ok((nats, port))
 }
 
@@ -147,7 +155,7 @@ impl System {
         }
         let http = reqwest::Client::new();
         let health = format!("http://127.0.0.1:{}/readyz", system.http_port);
-        wait_for("the ingress", async || {
+        wait_for("the ingress", STARTUP, async || {
             http.get(&health).send().await.is_ok_and(|r| r.status().is_success())
         })
         .await

@@ -20,8 +20,9 @@ use guarantor_domain::Role;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::bench::own::{free_port, listening, nats_server, wait_for};
 use load::{Api, Counters, Expected};
-use procs::{free_port, wait_port, wait_ready, Postgres, Proc};
+use procs::{wait_ready, Postgres, Proc};
 
 #[derive(Debug, clap::Args)]
 pub struct ChaosArgs {
@@ -140,11 +141,7 @@ async fn start(dir: tempfile::TempDir) -> anyhow::Result<Own> {
     let store = dir.path().join("nats");
     let mut nats = Proc::new(
         "nats-server",
-        ["/usr/sbin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .map(std::path::PathBuf::from)
-            .find(|path| path.exists())
-            .unwrap_or_else(|| "nats-server".into()),
+        nats_server(),
         &[
             "-js",
             "-a",
@@ -158,10 +155,10 @@ async fn start(dir: tempfile::TempDir) -> anyhow::Result<Own> {
         dir.path(),
     );
     nats.start()?;
-    anyhow::ensure!(
-        wait_port(nats_port, Duration::from_secs(10)).await,
-        "nats-server did not start"
-    );
+    wait_for("nats-server", Duration::from_secs(10), async || {
+        listening(nats_port).await
+    })
+    .await?;
 
     let devnet_addr = format!("127.0.0.1:{}", free_port()?);
     let devnet_url = format!("http://{devnet_addr}");
@@ -286,10 +283,11 @@ async fn drive(own: &mut Own, args: &ChaosArgs) -> anyhow::Result<Report> {
                 own.nats.kill9().await;
                 supervised_sleep(own, Duration::from_secs(2)).await?;
                 own.nats.start()?;
-                anyhow::ensure!(
-                    wait_port(own.nats_port, Duration::from_secs(10)).await,
-                    "nats-server did not restart"
-                );
+                let port = own.nats_port;
+                wait_for("the restarted nats-server", Duration::from_secs(10), async || {
+                    listening(port).await
+                })
+                .await?;
             }
             "postgres" => {
                 own.postgres.kill9().await?;

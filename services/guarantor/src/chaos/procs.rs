@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::process::{Child, Command};
 
+use crate::bench::own::{listening, wait_for};
+
 /// One process the run supervises: how to start it, and the running child.
 pub struct Proc {
     pub name: String,
@@ -160,7 +162,10 @@ impl Postgres {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             self.proc.start()?;
-            if wait_port(self.port, Duration::from_secs(10)).await {
+            if wait_for("Postgres", Duration::from_secs(10), async || listening(self.port).await)
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             self.proc.kill9().await;
@@ -189,35 +194,13 @@ impl Postgres {
     }
 }
 
-/// Waits until something listens on `port`.
-pub async fn wait_port(port: u16, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 /// Waits until `url` answers 200.
 pub async fn wait_ready(http: &reqwest::Client, url: &str, within: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if http
-            .get(url)
+    wait_for(url, within, async || {
+        http.get(url)
             .send()
             .await
             .is_ok_and(|response| response.status().is_success())
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("{url} did not answer 200 within {within:?}")
-}
-
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    })
+    .await
 }
