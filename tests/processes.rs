@@ -99,18 +99,7 @@ async fn the_original_flow_passes_with_each_service_a_process_of_its_own_and_two
     let _second_ingress = system.extra_with(&["ingress"], &[("GUARANTOR_HTTP_ADDR", second.as_str())]);
     let second = format!("http://{second}");
     until_ready(&http, &second).await;
-    let created: serde_json::Value = http
-        .post(format!("{second}/api/v1/payment"))
-        .bearer_auth(system.dev_key("platform"))
-        .json(&json!({ "gateway_id": 1, "user_id": customer, "amount": "20" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let payment = created["payment_id"].as_i64().unwrap();
-    let address = created["gateway_data"]["address"].as_str().unwrap().to_owned();
+    let (payment, address, _) = system.create_payment_at(&second, customer, "20").await;
     system
         .devnet_control("/devnet/faucet", json!({ "address": address, "usdt": "20" }))
         .await;
@@ -128,18 +117,12 @@ async fn the_original_flow_passes_with_each_service_a_process_of_its_own_and_two
     assert_eq!(system.balance(performer).await, ("20.000000".into(), "0.000000".into()));
 
     // One of the two sweepers moves the coins, once.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM sweeps")
-            .fetch_all(&system.db.pool)
-            .await
-            .unwrap();
-        if statuses == ["confirmed"] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no sweep confirmed: {statuses:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    system.sweep_until("confirmed").await;
+    let sweeps: i64 = sqlx::query_scalar("SELECT count(*) FROM sweeps")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(sweeps, 1, "one sweep for one deposit address");
     let transfers: i64 = sqlx::query_scalar("SELECT count(*) FROM sweep_transactions WHERE kind = 'transfer'")
         .fetch_one(&system.db.pool)
         .await

@@ -29,22 +29,6 @@ fn main_wallet(system: &System) -> TronAddress {
     guarantor_tron::PrivateKey::from_hex(key.trim()).unwrap().address()
 }
 
-async fn sweep_until(system: &System, status: &str) -> (i64, String, i64) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let row: Option<(i64, String, i64)> =
-            sqlx::query_as("SELECT id, status, fee_paid_sun FROM sweeps ORDER BY id DESC LIMIT 1")
-                .fetch_optional(&system.db.pool)
-                .await
-                .unwrap();
-        if let Some(row) = row.filter(|row| row.1 == status) {
-            return row;
-        }
-        assert!(Instant::now() < deadline, "no sweep reached {status}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_credited_deposit_is_swept_to_the_main_wallet_once_with_the_fee_the_chain_charged() {
     let system = sweeping_system().await;
@@ -59,7 +43,7 @@ async fn a_credited_deposit_is_swept_to_the_main_wallet_once_with_the_fee_the_ch
         .payment_until(payment, Duration::from_secs(60), |p| p["status"] == "success")
         .await;
 
-    let (sweep, _, fee_paid) = sweep_until(&system, "confirmed").await;
+    let (sweep, _, fee_paid) = system.sweep_until("confirmed").await;
 
     let node = NodeClient::new(NodeConfig::new(system.devnet.clone())).unwrap();
     assert_eq!(
@@ -136,7 +120,7 @@ async fn reconcile_checks_the_chain_and_names_an_address_whose_coins_moved_behin
     system
         .pay_with_sdk(&token.to_base58(), &address.to_base58(), 25_000_000)
         .await;
-    sweep_until(&system, "confirmed").await;
+    system.sweep_until("confirmed").await;
     let (ok, report) = system.reconcile().await;
     assert!(ok, "{report}");
     assert!(report.contains("ok: invariant 5 holds"), "{report}");
@@ -204,7 +188,7 @@ async fn a_sweep_failing_for_an_empty_fee_wallet_is_failed_with_its_reason_and_l
     let token: TronAddress = token.parse().unwrap();
     system.pay_with_sdk(&token.to_base58(), &address, 12_000_000).await;
 
-    let (sweep, _, _) = sweep_until(&system, "failed").await;
+    let (sweep, _, _) = system.sweep_until("failed").await;
     let listed = system
         .get("/api/v1/admin/sweeps?status=failed")
         .key(&system.dev_key("admin"))
@@ -238,7 +222,7 @@ async fn a_sweep_failing_for_an_empty_fee_wallet_is_failed_with_its_reason_and_l
         .await
         .unwrap();
     assert!(retried.status.success(), "{}", String::from_utf8_lossy(&retried.stderr));
-    sweep_until(&system, "confirmed").await;
+    system.sweep_until("confirmed").await;
 
     let node = NodeClient::new(NodeConfig::new(system.devnet.clone())).unwrap();
     assert_eq!(
@@ -425,7 +409,7 @@ async fn a_sweeper_killed_at_each_step_lands_exactly_one_transfer_and_one_top_up
 
     // 4. Restarted: the receipt is recorded.
     let _fourth = sweeper(&system);
-    sweep_until(&system, "confirmed").await;
+    system.sweep_until("confirmed").await;
 
     assert_eq!(
         arrived(&system, &token).await,
@@ -527,7 +511,7 @@ async fn a_transfer_that_runs_out_of_energy_is_recorded_with_its_fee_and_the_ret
     )
     .await;
     system.devnet_control("/devnet/faults", json!({})).await;
-    let (sweep, _, fee_paid) = sweep_until(&system, "confirmed").await;
+    let (sweep, _, fee_paid) = system.sweep_until("confirmed").await;
 
     assert_eq!(
         arrived(&system, &token).await,

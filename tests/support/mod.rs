@@ -209,6 +209,23 @@ impl System {
         (ok, format!("{stdout}{stderr}"))
     }
 
+    /// Waits until the newest sweep reaches `status`; answers its (id, status, fee paid in sun).
+    pub async fn sweep_until(&self, status: &str) -> (i64, String, i64) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let row: Option<(i64, String, i64)> =
+                sqlx::query_as("SELECT id, status, fee_paid_sun FROM sweeps ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(&self.db.pool)
+                    .await
+                    .unwrap();
+            if let Some(row) = row.filter(|row| row.1 == status) {
+                return row;
+            }
+            assert!(Instant::now() < deadline, "no sweep reached {status}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The Prometheus text `up` serves on `/metrics`.
     pub async fn metrics(&self) -> String {
         self.http
@@ -314,6 +331,8 @@ impl Answer {
 pub struct Call<'a> {
     system: &'a System,
     method: Method,
+    /// Another ingress than the system's own (a second replica), if set.
+    base: Option<String>,
     path: String,
     key: Option<String>,
     acting_user: Option<i64>,
@@ -322,6 +341,11 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// Sends the call to the ingress at `base` instead.
+    pub fn at(mut self, base: &str) -> Self {
+        self.base = Some(base.to_owned());
+        self
+    }
     pub fn key(mut self, key: &str) -> Self {
         self.key = Some(key.to_owned());
         self
@@ -343,10 +367,10 @@ impl Call<'_> {
         self
     }
     pub async fn send(self) -> Answer {
-        let mut request = self
-            .system
-            .http
-            .request(self.method, format!("{}{}", self.system.base, self.path));
+        let mut request = self.system.http.request(
+            self.method,
+            format!("{}{}", self.base.as_deref().unwrap_or(&self.system.base), self.path),
+        );
         if let Some(key) = &self.key {
             request = request.bearer_auth(key);
         }
@@ -373,6 +397,7 @@ impl System {
         Call {
             system: self,
             method,
+            base: None,
             path: path.to_owned(),
             key: Some(self.dev_key("platform")),
             acting_user: None,
@@ -461,11 +486,16 @@ impl System {
             .await
     }
 
-    /// The ledger's invariants 1–4, checked from the database.
     /// Creates a payment of `amount` for `user`: its id, deposit address and token contract.
     pub async fn create_payment(&self, user: i64, amount: &str) -> (i64, String, String) {
+        self.create_payment_at(&self.base, user, amount).await
+    }
+
+    /// `create_payment` through the ingress at `base`.
+    pub async fn create_payment_at(&self, base: &str, user: i64, amount: &str) -> (i64, String, String) {
         let answer = self
             .post("/api/v1/payment")
+            .at(base)
             .json(json!({ "gateway_id": 1, "user_id": user, "amount": amount, "currency": "USDT" }))
             .send()
             .await;

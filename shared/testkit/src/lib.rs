@@ -147,7 +147,7 @@ impl TestNats {
     }
 
     /// Three servers clustered with `nats/cluster.conf`, each routing to the other two. JetStream
-    /// elects its metadata leader a moment after they start; `wait_for_jetstream` waits for it.
+    /// elects its metadata leader a moment after they start; this returns once it has.
     pub async fn cluster() -> Self {
         let stores = tempfile::tempdir().expect("temporary store directory");
         let nodes: Vec<Node> = (1..=3)
@@ -218,11 +218,6 @@ impl TestNats {
 
     pub fn url(&self) -> SecretString {
         self.url_string().into()
-    }
-
-    /// The client port of each server.
-    pub fn ports(&self) -> Vec<u16> {
-        self.nodes.iter().map(|node| node.port).collect()
     }
 
     /// Kills every server now (a sabotage test's dependency failure).
