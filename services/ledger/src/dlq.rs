@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::stream::Stream;
+use async_nats::HeaderMap;
 use bytes::Bytes;
 use guarantor_domain::{CommandEnvelope, CommandId};
 use guarantor_messaging::{JetStream, DLQ_STREAM};
@@ -39,6 +40,11 @@ pub enum Redriven {
     Undecided,
 }
 
+/// A header of a dead letter, as text.
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).map(|value| value.as_str().to_owned())
+}
+
 async fn stream(js: &JetStream) -> anyhow::Result<Stream> {
     Ok(js.get_stream(DLQ_STREAM).await?)
 }
@@ -56,17 +62,16 @@ pub async fn list(js: &JetStream) -> anyhow::Result<Vec<DeadLetter>> {
         let Ok(message) = stream.get_raw_message(sequence).await else {
             continue;
         };
-        let header = |name: &str| message.headers.get(name).map(|value| value.as_str().to_owned());
         letters.push(DeadLetter {
             sequence,
             subject: message.subject.to_string(),
-            original_subject: header("Guarantor-Original-Subject"),
-            original_sequence: header("Guarantor-Original-Sequence"),
-            deliveries: header("Guarantor-Deliveries").and_then(|value| value.parse().ok()),
+            original_subject: header(&message.headers, "Guarantor-Original-Subject"),
+            original_sequence: header(&message.headers, "Guarantor-Original-Sequence"),
+            deliveries: header(&message.headers, "Guarantor-Deliveries").and_then(|value| value.parse().ok()),
             command_id: serde_json::from_slice::<CommandEnvelope>(&message.payload)
                 .ok()
                 .map(|envelope| envelope.id),
-            error: header("Guarantor-Error"),
+            error: header(&message.headers, "Guarantor-Error"),
             stored_at: message.time.to_string(),
             size: message.payload.len(),
         });
@@ -78,10 +83,7 @@ pub async fn list(js: &JetStream) -> anyhow::Result<Vec<DeadLetter>> {
 pub async fn redrive(js: &JetStream, sequence: u64) -> anyhow::Result<String> {
     let stream = stream(js).await?;
     let message = stream.get_raw_message(sequence).await?;
-    let original = message
-        .headers
-        .get("Guarantor-Original-Subject")
-        .map(|value| value.as_str().to_owned())
+    let original = header(&message.headers, "Guarantor-Original-Subject")
         .ok_or_else(|| anyhow::anyhow!("DLQ message {sequence} does not name its original subject"))?;
     let mut headers = guarantor_messaging::headers(&redrive_id(sequence), None);
     for (name, values) in message.headers.iter() {
@@ -125,11 +127,10 @@ pub async fn follow(js: &JetStream, pool: &PgPool, letter: &DeadLetter, wait: Du
             let Ok(message) = stream.get_raw_message(sequence).await else {
                 continue;
             };
-            let header = |name: &str| message.headers.get(name).map(|value| value.as_str().to_owned());
-            if header("Guarantor-Original-Nats-Msg-Id").as_deref() == Some(republished.as_str()) {
+            if header(&message.headers, "Guarantor-Original-Nats-Msg-Id").as_deref() == Some(republished.as_str()) {
                 return Ok(Redriven::FailedAgain {
                     sequence,
-                    error: header("Guarantor-Error").unwrap_or_default(),
+                    error: header(&message.headers, "Guarantor-Error").unwrap_or_default(),
                 });
             }
         }
