@@ -1,5 +1,5 @@
 //! The command bus: publishes a command to `GUARANTOR_CMD` (durable once JetStream acks it) and waits
-//! for the ledger's reply on this process's own reply subject. The message id is the command id and
+//! for the ledger's verdict on this process's done subjects (`guarantor.done.<listener>.*`). The message id is the command id and
 //! the request's fingerprint: a retry of the same request is deduplicated by JetStream, a reused
 //! `Idempotency-Key` with another request reaches the ledger, which refuses it.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use guarantor_domain::command::REPLY_TO_HEADER;
+use guarantor_domain::command::{done_by_anyone, listener_subject, LISTENER_HEADER};
 use guarantor_domain::{CommandEnvelope, CommandId, CommandReply, Verdict};
 use guarantor_messaging::{Client, JetStream};
 use tokio::sync::oneshot;
@@ -39,17 +39,18 @@ pub struct BusError(String);
 pub struct CommandBus {
     js: JetStream,
     nats: Client,
-    reply_subject: String,
+    /// This process's token in the done subjects of the commands it issues.
+    listener: String,
     waiters: Waiters,
     timeout: Duration,
 }
 
 impl CommandBus {
-    /// Subscribes to this process's reply subject and returns the bus.
+    /// Subscribes to the verdicts of the commands this process issues and returns the bus.
     pub async fn start(nats: Client, timeout: Duration) -> Result<Self, BusError> {
-        let reply_subject = format!("guarantor.reply.{}", uuid::Uuid::new_v4().simple());
+        let listener = uuid::Uuid::new_v4().simple().to_string();
         let mut replies = nats
-            .subscribe(reply_subject.clone())
+            .subscribe(listener_subject(&listener))
             .await
             .map_err(|err| BusError(err.to_string()))?;
         let waiters: Waiters = Arc::default();
@@ -72,7 +73,7 @@ impl CommandBus {
         Ok(Self {
             js: guarantor_messaging::jetstream(&nats),
             nats,
-            reply_subject,
+            listener,
             waiters,
             timeout,
         })
@@ -106,7 +107,7 @@ impl CommandBus {
     pub async fn watch(&self, id: CommandId) -> Result<async_nats::Subscriber, BusError> {
         let subscriber = self
             .nats
-            .subscribe(guarantor_domain::command::done_subject(id))
+            .subscribe(done_by_anyone(id))
             .await
             .map_err(|err| BusError(err.to_string()))?;
         // The subscription must be in place before the caller looks for a stored verdict.
@@ -123,7 +124,7 @@ impl CommandBus {
         let payload = serde_json::to_vec(envelope).map_err(|err| BusError(err.to_string()))?;
         let message_id = format!("{}:{}", envelope.id, envelope.fingerprint);
         let mut headers = guarantor_messaging::headers(&message_id, request_id);
-        headers.insert(REPLY_TO_HEADER, self.reply_subject.as_str());
+        headers.insert(LISTENER_HEADER, self.listener.as_str());
         let stored = tokio::time::timeout(STORE_TIMEOUT, async {
             self.js
                 .publish_with_headers(envelope.subject(), headers, Bytes::from(payload))

@@ -35,9 +35,21 @@ use crate::error::ApiError;
 
 pub use observability::metrics_handle;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared allocation, so the state axum clones for each request is
+/// a reference count, not a copy of the pool, the NATS clients and the caches.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
     pub pool: PgPool,
     pub nats: async_nats::Client,
     pub bus: bus::CommandBus,
@@ -61,7 +73,7 @@ impl AppState {
             }
         };
         let bus = bus::CommandBus::start(nats.clone(), config.command_timeout()).await?;
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             deposit_addresses,
             pool,
             nats,
@@ -69,7 +81,7 @@ impl AppState {
             config,
             metrics: metrics_handle(),
             keys: key_cache::KeyCache::default(),
-        })
+        })))
     }
 }
 

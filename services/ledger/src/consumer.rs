@@ -20,7 +20,7 @@ use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use guarantor_domain::command::{done_subject, REPLY_TO_HEADER};
+use guarantor_domain::command::{done_subject, LISTENER_HEADER};
 use guarantor_domain::{Command, CommandEnvelope, CommandReply};
 use guarantor_messaging::{Client, JetStream, COMMAND_STREAM};
 use sqlx::pool::PoolConnection;
@@ -367,7 +367,7 @@ async fn give_up(shared: &Shared, connection: &mut Option<PoolConnection<Postgre
                 fingerprint: item.incoming.envelope.fingerprint.clone(),
                 verdict,
             };
-            send_replies(&shared.nats, &item.message, &reply).await;
+            send_reply(&shared.nats, &item.message, &reply).await;
         }
         Some(Ok(_)) => {}
         Some(Err(err)) => {
@@ -475,13 +475,14 @@ async fn finish(shared: &Shared, items: &[Item], replies: &[CommandReply]) {
             "outcome" => reply.verdict.kind()
         )
         .increment(1);
-        send_replies(&shared.nats, &item.message, reply).await;
+        send_reply(&shared.nats, &item.message, reply).await;
         ack(&item.message, AckKind::Ack).await;
     }
 }
 
-/// Sends the verdict to the ingress that issued the command and announces it on its done subject.
-async fn send_replies(nats: &Client, message: &Message, reply: &CommandReply) {
+/// Announces the verdict once, on the done subject of the ingress that issued the command (which
+/// every request waiting on the command also listens to).
+async fn send_reply(nats: &Client, message: &Message, reply: &CommandReply) {
     let payload = match serde_json::to_vec(reply) {
         Ok(payload) => Bytes::from(payload),
         Err(err) => {
@@ -489,12 +490,13 @@ async fn send_replies(nats: &Client, message: &Message, reply: &CommandReply) {
             return;
         }
     };
-    let mut subjects = vec![done_subject(reply.command_id)];
-    subjects.extend(header(message, REPLY_TO_HEADER));
-    for subject in subjects {
-        if let Err(err) = nats.publish(subject, payload.clone()).await {
-            tracing::warn!(error = %err, "reply not sent; the client can read GET /commands/{{id}}");
-        }
+    let listener = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(LISTENER_HEADER))
+        .map(|value| value.as_str());
+    if let Err(err) = nats.publish(done_subject(listener, reply.command_id), payload).await {
+        tracing::warn!(error = %err, "reply not sent; the client can read GET /commands/{{id}}");
     }
 }
 

@@ -11,13 +11,36 @@ use crate::{CommandId, Currency, DealAction, DealId, PaymentId, Role, TenantId, 
 /// The subject prefix of every command; the stream `GUARANTOR_CMD` holds `guarantor.cmd.>`.
 pub const COMMAND_SUBJECT_PREFIX: &str = "guarantor.cmd";
 
-/// The header naming the core NATS subject the issuing ingress listens on for the reply.
-pub const REPLY_TO_HEADER: &str = "Guarantor-Reply-To";
+/// The header naming the issuing ingress's listener token: the ledger announces the verdict on
+/// [`done_subject`] with it, which that ingress (and anyone waiting on the command) subscribes to.
+pub const LISTENER_HEADER: &str = "Guarantor-Listener";
 
-/// Where the ledger announces each verdict (besides the issuing ingress's reply subject), for a
-/// request that waits on a command another request submitted first.
-pub fn done_subject(id: CommandId) -> String {
-    format!("guarantor.done.{id}")
+/// The listener token of a command without a usable [`LISTENER_HEADER`] (one that is not a single
+/// subject token of letters, digits, `-` and `_`).
+const NO_LISTENER: &str = "none";
+
+/// Where the ledger announces the verdict of command `id`, once: `guarantor.done.<listener>.<id>`.
+/// The issuing ingress listens on [`listener_subject`]; a request that waits on a command another
+/// request submitted first listens on [`done_by_anyone`].
+pub fn done_subject(listener: Option<&str>, id: CommandId) -> String {
+    let listener = listener
+        .filter(|token| {
+            !token.is_empty()
+                && token.len() <= 64
+                && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .unwrap_or(NO_LISTENER);
+    format!("guarantor.done.{listener}.{id}")
+}
+
+/// Every verdict announced for `listener`'s commands.
+pub fn listener_subject(listener: &str) -> String {
+    format!("guarantor.done.{listener}.*")
+}
+
+/// The verdict of command `id`, whoever issued it.
+pub fn done_by_anyone(id: CommandId) -> String {
+    format!("guarantor.done.*.{id}")
 }
 
 /// A command with who issued it. Its id is the ledger's inbox key; `<id>:<fingerprint>` is its
@@ -111,6 +134,19 @@ pub struct DisputeOpening {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verdict_is_announced_where_its_issuer_and_any_waiter_listen() {
+        let id = CommandId::generate();
+        let subject = done_subject(Some("4f2a9c"), id);
+        assert_eq!(subject, format!("guarantor.done.4f2a9c.{id}"));
+        assert_eq!(listener_subject("4f2a9c"), "guarantor.done.4f2a9c.*");
+        assert_eq!(done_by_anyone(id), format!("guarantor.done.*.{id}"));
+        // A header that is not one plain token cannot redirect the verdict or widen its subject.
+        for bad in [None, Some(""), Some("a.b"), Some("*"), Some(">"), Some("a b"), Some(&*"x".repeat(65))] {
+            assert_eq!(done_subject(bad, id), format!("guarantor.done.none.{id}"), "{bad:?}");
+        }
+    }
 
     #[test]
     fn an_envelope_survives_the_wire_unchanged() {
