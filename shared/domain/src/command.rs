@@ -27,7 +27,9 @@ pub fn done_subject(listener: Option<&str>, id: CommandId) -> String {
         .filter(|token| {
             !token.is_empty()
                 && token.len() <= 64
-                && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .unwrap_or(NO_LISTENER);
     format!("guarantor.done.{listener}.{id}")
@@ -143,7 +145,15 @@ mod tests {
         assert_eq!(listener_subject("4f2a9c"), "guarantor.done.4f2a9c.*");
         assert_eq!(done_by_anyone(id), format!("guarantor.done.*.{id}"));
         // A header that is not one plain token cannot redirect the verdict or widen its subject.
-        for bad in [None, Some(""), Some("a.b"), Some("*"), Some(">"), Some("a b"), Some(&*"x".repeat(65))] {
+        for bad in [
+            None,
+            Some(""),
+            Some("a.b"),
+            Some("*"),
+            Some(">"),
+            Some("a b"),
+            Some(&*"x".repeat(65)),
+        ] {
             assert_eq!(done_subject(bad, id), format!("guarantor.done.none.{id}"), "{bad:?}");
         }
     }
