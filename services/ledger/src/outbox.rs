@@ -65,8 +65,10 @@ pub async fn publish_pending(pool: &PgPool, js: &JetStream) -> anyhow::Result<us
     if !leader {
         return Ok(0);
     }
+    // The payload as Postgres renders it: published as it is, never parsed here.
     let rows = sqlx::query!(
-        "SELECT id, event_id, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1",
+        r#"SELECT id, event_id, subject, payload::text AS "payload!"
+           FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"#,
         BATCH_MAX
     )
     .fetch_all(&mut *tx)
@@ -75,19 +77,21 @@ pub async fn publish_pending(pool: &PgPool, js: &JetStream) -> anyhow::Result<us
         return Ok(0);
     }
     // Publish in order without waiting for each ack, then wait for all of them.
+    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
     let mut acks = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         let headers = guarantor_messaging::headers(&row.event_id.to_string(), None);
-        let body = Bytes::from(serde_json::to_vec(&row.payload)?);
-        acks.push(js.publish_with_headers(row.subject.clone(), headers, body).await?);
+        acks.push(
+            js.publish_with_headers(row.subject, headers, Bytes::from(row.payload))
+                .await?,
+        );
     }
     for ack in acks {
         ack.await?;
     }
-    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
     sqlx::query!("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", &ids)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(rows.len())
+    Ok(ids.len())
 }

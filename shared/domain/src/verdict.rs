@@ -3,6 +3,8 @@
 //! failures without a verdict). The ledger never speaks HTTP: the ingress maps each [`ErrorCode`] to a
 //! status in one place.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -153,9 +155,14 @@ impl Verdict {
 
     /// The body the client sees: the result, or the error in the documented shape.
     pub fn body(&self) -> Option<Value> {
+        self.body_ref().map(Cow::into_owned)
+    }
+
+    /// [`body`](Self::body) without copying a result.
+    pub fn body_ref(&self) -> Option<Cow<'_, Value>> {
         match self {
-            Verdict::Applied { body } => body.clone(),
-            Verdict::Refused { rejection } | Verdict::Failed { rejection } => Some(rejection.body()),
+            Verdict::Applied { body } => body.as_ref().map(Cow::Borrowed),
+            Verdict::Refused { rejection } | Verdict::Failed { rejection } => Some(Cow::Owned(rejection.body())),
         }
     }
 

@@ -450,8 +450,8 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         )));
     }
     let transfer_ids = &prepared.transfers;
-    let render = |draft: &Draft| -> Result<Value, EngineError> {
-        let mut value = draft.value.clone();
+    let render = |draft: Draft| -> Result<Value, EngineError> {
+        let mut value = draft.value;
         if let Some(index) = draft.transfer {
             let id = transfer_ids
                 .get(index)
@@ -503,8 +503,9 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
     }
     let mut ordinals: BTreeMap<(&'static str, i64), i64> = BTreeMap::new();
     let occurred_at = Utc::now();
-    let mut outbox = Vec::with_capacity(state.events.len());
-    for event in &state.events {
+    let events = std::mem::take(&mut state.events);
+    let mut outbox = Vec::with_capacity(events.len());
+    for event in events {
         let key = (event.aggregate, event.aggregate_id);
         let ordinal = ordinals.entry(key).or_default();
         *ordinal += 1;
@@ -521,7 +522,7 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
                 "schema_version": SCHEMA_VERSION,
                 "occurred_at": occurred_at,
                 "tenant_id": event.tenant_id,
-                "data": render(&event.data)?,
+                "data": render(event.data)?,
             }),
             aggregate: event.aggregate,
             aggregate_id: event.aggregate_id,
@@ -529,12 +530,11 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
             count: counts.get(&key).copied().unwrap_or(1),
         });
     }
-    let mut verdicts: HashMap<CommandId, Verdict> = HashMap::new();
     let mut answers = Vec::with_capacity(steps.len());
     for (env, step) in steps {
         let verdict = match step {
             Step::Applied(body) => Verdict::Applied {
-                body: body.as_ref().map(&render).transpose()?,
+                body: body.map(render).transpose()?,
             },
             Step::Refused(rejection) => Verdict::refused(rejection),
         };
@@ -543,9 +543,8 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
             tenant_id: env.tenant_id,
             kind: env.command.kind(),
             fingerprint: env.fingerprint.clone(),
-            verdict: verdict.clone(),
+            verdict,
         });
-        verdicts.insert(env.id, verdict);
     }
     let writes = repo::Writes {
         now: state.now,
@@ -574,7 +573,7 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
             .map(|((aggregate, id), count)| (*aggregate, *id, *count))
             .collect(),
         outbox,
-        answers,
+        answers: &answers,
     };
     repo::write(db, writes).await?;
     if !state.created_payments.is_empty() || !state.changed_payments.is_empty() {
@@ -608,13 +607,17 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
     // The hot external rows last: their locks are held only across the commit.
     repo::apply_deltas(db, &external_deltas).await?;
 
+    // The verdicts move from the inbox rows into the replies: written, they are not needed again.
+    let mut verdicts: HashMap<CommandId, Verdict> = answers
+        .into_iter()
+        .map(|answer| (CommandId::from_uuid(answer.id), answer.verdict))
+        .collect();
     let mut replies: Vec<CommandReply> = Vec::with_capacity(batch.len());
     for (index, (item, plan)) in batch.iter().zip(plans).enumerate() {
         let verdict = match plan {
             Plan::Answer(verdict) => verdict,
             Plan::Fresh => verdicts
-                .get(&item.envelope.id)
-                .cloned()
+                .remove(&item.envelope.id)
                 .ok_or_else(|| EngineError::Deterministic(format!("command {index} has no verdict")))?,
             Plan::SameAs(first) => replies
                 .get(first)

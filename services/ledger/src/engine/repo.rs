@@ -540,7 +540,7 @@ pub struct Writes<'a> {
     pub deltas: Vec<(AccountId, Decimal)>,
     pub sequences: Vec<(&'static str, i64, i64)>,
     pub outbox: Vec<OutboxRow>,
-    pub answers: Vec<Answer>,
+    pub answers: &'a [Answer],
 }
 
 /// Writes a batch's effects with one call of `ledger_write` (migrations/0005): a single statement of
@@ -641,7 +641,11 @@ pub async fn write(db: &mut PgConnection, w: Writes<'_>) -> sqlx::Result<()> {
     let p54 = w.answers.iter().map(|a| a.kind).collect::<Vec<_>>();
     let p55 = w.answers.iter().map(|a| a.fingerprint.as_str()).collect::<Vec<_>>();
     let p56 = w.answers.iter().map(|a| a.verdict.kind()).collect::<Vec<_>>();
-    let p57 = w.answers.iter().map(|a| a.verdict.body()).collect::<Vec<_>>();
+    let p57 = w
+        .answers
+        .iter()
+        .map(|a| a.verdict.body_ref().map(sqlx::types::Json))
+        .collect::<Vec<_>>();
     sqlx::query_scalar!(
         r#"SELECT ledger_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56, $57) AS "written!""#,
         &p1,
@@ -700,7 +704,8 @@ pub async fn write(db: &mut PgConnection, w: Writes<'_>) -> sqlx::Result<()> {
         &p54 as &[&str],
         &p55 as &[&str],
         &p56 as &[&str],
-        &p57 as &[Option<Value>],
+        // Encoded as jsonb[] like `Option<Value>`, without copying the results.
+        &p57 as _,
     )
     .fetch_one(db)
     .await?;
