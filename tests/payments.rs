@@ -440,8 +440,12 @@ async fn a_failing_node_delays_detection_and_credits_nothing_wrongly() {
     let user = system.user("payer").await;
     let (payment, address, _) = system.create_payment(user, "10").await;
     faucet(&system, &address, "usdt", "10").await;
+    // The node fails before the deposit's block is solid (the scanner reads every second, so a fault
+    // set after mining could come too late), then every way it can for several scan cycles.
+    system
+        .devnet_control("/devnet/faults", json!({ "error_rate": 1.0 }))
+        .await;
     system.blocks(1 + LAG).await;
-    // The node fails every way it can for several scan cycles.
     for faults in [
         json!({ "error_rate": 1.0 }),
         json!({ "java_error_rate": 1.0 }),

@@ -307,7 +307,7 @@ pub async fn emit(
              ON CONFLICT (aggregate, aggregate_id) DO UPDATE SET last = event_sequences.last + 1
              RETURNING last)
          INSERT INTO outbox (event_id, subject, payload)
-         SELECT $2, $3, $4::jsonb || jsonb_build_object('sequence', numbered.last) FROM numbered",
+         SELECT $2, $3, ($4::jsonb || jsonb_build_object('sequence', numbered.last))::json FROM numbered",
         sweep,
         id,
         format!("guarantor.evt.sweep.{sweep}.{name}"),

@@ -516,14 +516,15 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
                 "guarantor.evt.{}.{}.{}",
                 event.aggregate, event.aggregate_id, event.name
             ),
-            payload: json!({
+            payload: serde_json::to_string(&json!({
                 "id": event_id,
                 "type": format!("{}.{}", event.aggregate, event.name),
                 "schema_version": SCHEMA_VERSION,
                 "occurred_at": occurred_at,
                 "tenant_id": event.tenant_id,
                 "data": render(event.data)?,
-            }),
+            }))
+            .map_err(|err| EngineError::Deterministic(format!("an event is not serialisable: {err}")))?,
             aggregate: event.aggregate,
             aggregate_id: event.aggregate_id,
             ordinal: *ordinal,

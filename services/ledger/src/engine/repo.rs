@@ -517,7 +517,8 @@ pub async fn prepare(
 pub struct OutboxRow {
     pub event_id: Uuid,
     pub subject: String,
-    pub payload: Value,
+    /// The event serialised as a JSON object; the write appends `"sequence"` before its closing brace.
+    pub payload: String,
     pub aggregate: &'static str,
     pub aggregate_id: i64,
     /// 1-based place among this batch's events of the aggregate.
@@ -543,7 +544,7 @@ pub struct Writes<'a> {
     pub answers: &'a [Answer],
 }
 
-/// Writes a batch's effects with one call of `ledger_write` (migrations/0005): a single statement of
+/// Writes a batch's effects with one call of `ledger_write` (migrations/0005, events as JSON text since 0008): a single statement of
 /// data-modifying CTEs, prepared once per connection with a generic plan and sequential scans off,
 /// so it is not planned again for every batch and always finds rows through their indexes. The
 /// statements inside cannot see each other's rows, so nothing there reads what another part writes:
@@ -635,7 +636,7 @@ pub async fn write(db: &mut PgConnection, w: Writes<'_>) -> sqlx::Result<()> {
     let p50 = w.outbox.iter().map(|e| e.ordinal).collect::<Vec<_>>();
     let p51 = w.outbox.iter().map(|e| e.count).collect::<Vec<_>>();
     // Subjects and payloads are moved, not copied: the outbox rows are not needed after the write.
-    let (p46, p47): (Vec<String>, Vec<Value>) = w.outbox.into_iter().map(|e| (e.subject, e.payload)).unzip();
+    let (p46, p47): (Vec<String>, Vec<String>) = w.outbox.into_iter().map(|e| (e.subject, e.payload)).unzip();
     let p52 = w.answers.iter().map(|a| a.id).collect::<Vec<_>>();
     let p53 = w.answers.iter().map(|a| a.tenant_id.get()).collect::<Vec<_>>();
     let p54 = w.answers.iter().map(|a| a.kind).collect::<Vec<_>>();
