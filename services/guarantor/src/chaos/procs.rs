@@ -8,9 +8,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use sqlx::Connection;
 use tokio::process::{Child, Command};
 
-use crate::bench::own::{listening, wait_for};
+use crate::bench::own::wait_for;
 
 /// One process the run supervises: how to start it, and the running child.
 pub struct Proc {
@@ -157,15 +158,19 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
-    /// Starts the postmaster, retrying while a killed one's backends are still exiting.
+    /// Starts the postmaster, retrying while a killed one's backends are still exiting, and waits
+    /// until it accepts connections (it listens already while it starts up or recovers, and refuses
+    /// them then).
     pub async fn start(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let url = self.url("postgres");
         loop {
             self.proc.start()?;
-            if wait_for("Postgres", Duration::from_secs(10), async || listening(self.port).await)
-                .await
-                .is_ok()
-            {
+            let accepting = async || match sqlx::PgConnection::connect(&url).await {
+                Ok(connection) => connection.close().await.is_ok(),
+                Err(_) => false,
+            };
+            if wait_for("Postgres", Duration::from_secs(30), accepting).await.is_ok() {
                 return Ok(());
             }
             self.proc.kill9().await;
