@@ -1,8 +1,9 @@
-//! The outbox relay: publishes committed events to `GUARANTOR_EVT` in outbox order, with
-//! `Nats-Msg-Id` = event id, then marks them sent. One relay publishes at a time (a Postgres advisory
-//! lock), which keeps each aggregate's events in commit order even with several ledger replicas. A
-//! crash between publishing and marking re-publishes the same ids, which JetStream drops; so the mark
-//! is committed without waiting for its WAL flush (a mark lost in a crash only re-publishes).
+//! The outbox relay: marks a round of committed events sent and publishes them to `GUARANTOR_EVT` in
+//! outbox order, with `Nats-Msg-Id` = event id, in one transaction that commits only once JetStream
+//! has acknowledged them all. One relay publishes at a time (a Postgres advisory lock), which keeps
+//! each aggregate's events in commit order even with several ledger replicas. A crash before the
+//! commit re-publishes the same ids, which JetStream drops; so the mark is committed without waiting
+//! for its WAL flush (a mark lost in a crash only re-publishes).
 //! Under load a round starts at most every [`MIN_ROUND`], so that one round carries the events of
 //! many ledger commits instead of one.
 
@@ -65,10 +66,12 @@ pub async fn publish_pending(pool: &PgPool, js: &JetStream) -> anyhow::Result<us
     if !leader {
         return Ok(0);
     }
-    // The payload as Postgres renders it: published as it is, never parsed here.
-    let rows = sqlx::query!(
-        r#"SELECT id, event_id, subject, payload::text AS "payload!"
-           FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1"#,
+    // Read and marked in one statement, inside this transaction: if a publish fails, the rollback
+    // unmarks them. The payload is the text Postgres keeps: published as it is, never parsed here.
+    let mut rows = sqlx::query!(
+        r#"UPDATE outbox SET published_at = now()
+           WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1)
+           RETURNING id, event_id, subject, payload::text AS "payload!""#,
         BATCH_MAX
     )
     .fetch_all(&mut *tx)
@@ -76,9 +79,10 @@ pub async fn publish_pending(pool: &PgPool, js: &JetStream) -> anyhow::Result<us
     if rows.is_empty() {
         return Ok(0);
     }
+    rows.sort_unstable_by_key(|row| row.id);
     // Publish in order without waiting for each ack, then wait for all of them.
-    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
-    let mut acks = Vec::with_capacity(rows.len());
+    let published = rows.len();
+    let mut acks = Vec::with_capacity(published);
     for row in rows {
         let headers = guarantor_messaging::headers(&row.event_id.to_string(), None);
         acks.push(
@@ -89,9 +93,6 @@ pub async fn publish_pending(pool: &PgPool, js: &JetStream) -> anyhow::Result<us
     for ack in acks {
         ack.await?;
     }
-    sqlx::query!("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", &ids)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
-    Ok(ids.len())
+    Ok(published)
 }
