@@ -1,7 +1,8 @@
 //! The command bus: publishes a command to `GUARANTOR_CMD` (durable once JetStream acks it) and waits
-//! for the ledger's verdict on this process's done subjects (`guarantor.done.<listener>.*`). The message id is the command id and
-//! the request's fingerprint: a retry of the same request is deduplicated by JetStream, a reused
-//! `Idempotency-Key` with another request reaches the ledger, which refuses it.
+//! for the ledger's verdict on this process's done subjects (`guarantor.done.<listener>.*`). The
+//! message id is the command id and the request's fingerprint: a retry of the same request is
+//! deduplicated by JetStream, a reused `Idempotency-Key` with another request reaches the ledger,
+//! which refuses it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -490,12 +490,11 @@ async fn send_reply(nats: &Client, message: &Message, reply: &CommandReply) {
             return;
         }
     };
-    let listener = message
-        .headers
-        .as_ref()
-        .and_then(|headers| headers.get(LISTENER_HEADER))
-        .map(|value| value.as_str());
-    if let Err(err) = nats.publish(done_subject(listener, reply.command_id), payload).await {
+    let listener = header(message, LISTENER_HEADER);
+    if let Err(err) = nats
+        .publish(done_subject(listener.as_deref(), reply.command_id), payload)
+        .await
+    {
         tracing::warn!(error = %err, "reply not sent; the client can read GET /commands/{{id}}");
     }
 }

@@ -544,11 +544,12 @@ pub struct Writes<'a> {
     pub answers: &'a [Answer],
 }
 
-/// Writes a batch's effects with one call of `ledger_write` (migrations/0005, events as JSON text since 0008): a single statement of
-/// data-modifying CTEs, prepared once per connection with a generic plan and sequential scans off,
-/// so it is not planned again for every batch and always finds rows through their indexes. The
-/// statements inside cannot see each other's rows, so nothing there reads what another part writes:
-/// new deals and escrows are inserted in their final state, and only existing rows are updated.
+/// Writes a batch's effects with one call of `ledger_write` (migrations/0005; events as JSON text since
+/// 0008): a single statement of data-modifying CTEs, prepared once per connection with a generic plan
+/// and sequential scans off, so it is not planned again for every batch and always finds rows through
+/// their indexes. The statements inside cannot see each other's rows, so nothing there reads what
+/// another part writes: new deals and escrows are inserted in their final state, and only existing
+/// rows are updated.
 /// Foreign keys are checked at the end of the statement. The event sequences are the only rows
 /// another batch may hold: they are taken sorted, and each event's sequence is computed from its
 /// aggregate's new last value.
