@@ -567,7 +567,7 @@ impl System {
                 'payments', (SELECT json_agg(p ORDER BY p.id) FROM payments p),
                 'deposits', (SELECT json_agg(d ORDER BY d.id) FROM deposits d),
                 'commands', (SELECT count(*) FROM commands),
-                'outbox', (SELECT count(*) FROM outbox))",
+                'events', (SELECT coalesce(sum(last), 0) FROM event_sequences))",
         )
         .fetch_one(&self.db.pool)
         .await
@@ -599,7 +599,7 @@ impl System {
                 .await
                 .unwrap();
             let info = consumer.info().await.unwrap();
-            let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            let unpublished: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
                 .fetch_one(&self.db.pool)
                 .await
                 .unwrap();

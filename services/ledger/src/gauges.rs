@@ -32,7 +32,7 @@ pub async fn read(pool: &PgPool, js: &JetStream) -> anyhow::Result<Backlog> {
     let consumer = consumer.info().await?.clone();
     let mut dlq = js.get_stream(DLQ_STREAM).await?;
     let dlq_messages = dlq.info().await?.state.messages;
-    let outbox_backlog = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox WHERE published_at IS NULL"#)
+    let outbox_backlog = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM outbox"#)
         .fetch_one(pool)
         .await?;
     Ok(Backlog {

@@ -1,9 +1,10 @@
-//! The outbox relay: marks a round of committed events sent and publishes them to `GUARANTOR_EVT` in
-//! outbox order, with `Nats-Msg-Id` = event id, in one transaction that commits only once JetStream
-//! has acknowledged them all. One relay publishes at a time (a Postgres advisory lock), which keeps
-//! each aggregate's events in commit order even with several ledger replicas. A crash before the
-//! commit re-publishes the same ids, which JetStream drops; so the mark is committed without waiting
-//! for its WAL flush (a mark lost in a crash only re-publishes).
+//! The outbox relay: takes a round of committed events out of the outbox and publishes them to
+//! `GUARANTOR_EVT` in outbox order, with `Nats-Msg-Id` = event id, in one transaction that commits
+//! only once JetStream has acknowledged them all (a failed publish rolls the round back into the
+//! outbox). One relay publishes at a time (a Postgres advisory lock), which keeps each aggregate's
+//! events in commit order even with several ledger replicas. A crash before the commit re-publishes
+//! the same ids, which JetStream drops; so the round is committed without waiting for its WAL flush
+//! (a deletion lost in a crash only re-publishes).
 //! Under load a round starts at most every [`MIN_ROUND`], so that one round carries the events of
 //! many ledger commits instead of one.
 
@@ -66,11 +67,10 @@ pub async fn publish_pending(pool: &PgPool, js: &JetStream) -> anyhow::Result<us
     if !leader {
         return Ok(0);
     }
-    // Read and marked in one statement, inside this transaction: if a publish fails, the rollback
-    // unmarks them. The payload is the text Postgres keeps: published as it is, never parsed here.
+    // Read and deleted in one statement, inside this transaction: if a publish fails, the rollback
+    // puts them back. The payload is the text Postgres keeps: published as it is, never parsed here.
     let mut rows = sqlx::query!(
-        r#"UPDATE outbox SET published_at = now()
-           WHERE id IN (SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1)
+        r#"DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $1)
            RETURNING id, event_id, subject, payload::text AS "payload!""#,
         BATCH_MAX
     )
