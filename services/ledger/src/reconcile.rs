@@ -65,6 +65,23 @@ pub async fn check(pool: &PgPool) -> sqlx::Result<Vec<Violation>> {
         .fetch_all(pool)
         .await?,
     );
+    // What a user holds (kept on their available account) is the escrow of their funded deals.
+    found(
+        3,
+        sqlx::query_scalar!(
+            r#"SELECT format('user %s holds %s %s on their account but %s in funded deals',
+                             COALESCE(a.user_id, f.customer_id), COALESCE(a.held, 0),
+                             COALESCE(a.currency, f.currency), COALESCE(f.held, 0)) AS "detail!"
+             FROM (SELECT user_id, currency, held FROM accounts WHERE kind = 'user_available') a
+             FULL JOIN (SELECT d.customer_id, d.currency, sum(e.balance) AS held
+                        FROM deals d JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
+                        WHERE d.status IN ('confirm_performer', 'confirmed', 'dispute')
+                        GROUP BY 1, 2) f ON f.customer_id = a.user_id AND f.currency = a.currency
+             WHERE COALESCE(a.held, 0) <> COALESCE(f.held, 0)"#,
+        )
+        .fetch_all(pool)
+        .await?,
+    );
     // 4. A command's effect exists at most once: no command moved money more than its rules allow.
     found(
         4,

@@ -96,3 +96,30 @@ async fn a_changed_consumer_setting_reaches_the_existing_durable_consumer_on_sta
         "JetStream never gives up on a command by itself"
     );
 }
+
+#[tokio::test]
+async fn a_deals_changes_leave_its_indexes_alone_so_they_are_heap_only_updates() {
+    // Postgres updates a row heap-only (no new index entries) only when no indexed column changes,
+    // the columns of partial-index predicates included. A deal's confirm, close or dispute changes
+    // its status, funding time and update time: no index of `deals` may name them.
+    let db = TestDb::new().await;
+    let covering: Vec<String> = sqlx::query_scalar(
+        r"SELECT pg_get_indexdef(indexrelid) FROM pg_index
+          WHERE indrelid = 'deals'::regclass
+            AND pg_get_indexdef(indexrelid) ~ '\m(status|funded_at|updated_at)\M'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(covering, Vec::<String>::new());
+    let fillfactor: Option<Vec<String>> =
+        sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE oid = 'deals'::regclass")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        fillfactor,
+        Some(vec!["fillfactor=70".to_owned()]),
+        "room for new versions on each page"
+    );
+}

@@ -190,15 +190,11 @@ async fn select_deals(
 pub async fn balances(db: impl PgExecutor<'_>, user: UserId) -> sqlx::Result<Vec<BalanceView>> {
     let currencies: Vec<&str> = Currency::ALL.iter().map(|c| c.code()).collect();
     let rows = sqlx::query!(
-        r#"SELECT c.currency AS "currency!: Currency",
-                  COALESCE((SELECT a.balance FROM accounts a
-                            WHERE a.kind = 'user_available' AND a.user_id = $1 AND a.currency = c.currency), 0)
-                      AS "balance!",
-                  COALESCE((SELECT sum(e.balance) FROM deals d
-                            JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
-                            WHERE d.customer_id = $1 AND d.currency = c.currency
-                              AND d.status IN ('confirm_performer', 'confirmed', 'dispute')), 0) AS "held!"
-           FROM unnest($2::text[]) AS c(currency)"#,
+        r#"SELECT c.currency AS "currency!: Currency", COALESCE(a.balance, 0) AS "balance!",
+                  COALESCE(a.held, 0) AS "held!"
+           FROM unnest($2::text[]) WITH ORDINALITY AS c(currency, n)
+           LEFT JOIN accounts a ON a.kind = 'user_available' AND a.user_id = $1 AND a.currency = c.currency
+           ORDER BY c.n"#,
         user.get(),
         &currencies as &[&str]
     )

@@ -314,6 +314,7 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         for row in rows {
             if let Some(user) = row.user_id {
                 state.available.insert((user, row.currency), row.id);
+                state.held.insert((user, row.currency), row.held);
             }
             state.accounts.insert(
                 row.id,
@@ -344,9 +345,8 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         // those that start waiting in the batch).
         transfers: 2 * fresh.len() + waiting_locked,
     };
-    let customers: Vec<i64> = account_keys.iter().map(|(user, _)| user.get()).collect();
     let wanted: Vec<(External, Currency)> = externals.iter().copied().collect();
-    let prepared = repo::prepare(db, reserve, &rising, &customers, &wanted).await?;
+    let prepared = repo::prepare(db, reserve, &rising, &wanted).await?;
     let locked: BTreeSet<DealId> = deals.iter().map(|deal| deal.id).collect();
     let missed: Vec<i64> = prepared
         .waiting
@@ -356,9 +356,6 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         .collect();
     if !missed.is_empty() {
         return Ok(Ran::Replan(missed));
-    }
-    for (user, currency, held) in &prepared.held {
-        state.held.insert((*user, *currency), *held);
     }
     for deal in deals {
         if deal.status == guarantor_domain::DealStatus::WaitingForPayment {
@@ -460,7 +457,14 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         }
         Ok(value)
     };
-    let used: BTreeSet<i64> = state.transfers.iter().flat_map(|t| [t.debit, t.credit]).collect();
+    // An account is opened when money moves on it (or what its user holds changes, which only
+    // happens with a transfer on a held account; counted all the same, so no change is dropped).
+    let used: BTreeSet<i64> = state
+        .transfers
+        .iter()
+        .flat_map(|t| [t.debit, t.credit])
+        .chain(state.held_deltas.keys().copied())
+        .collect();
     let opening: Vec<repo::NewAccount> = state
         .unopened
         .iter()
@@ -470,6 +474,7 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
             owner: *owner,
             currency: *currency,
             balance: state.deltas.get(id).copied().unwrap_or_default(),
+            held: state.held_deltas.get(id).copied().unwrap_or_default(),
         })
         .collect();
     if repo::open_accounts(db, &opening).await? < opening.len() {
@@ -491,12 +496,28 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
             .and_then(|deal| deal.dispute.as_ref())
             .map(|d| (*id, d))
     };
-    let (external_deltas, internal_deltas): (Deltas, Deltas) = state
+    let written = |id: &i64| !state.unopened.contains_key(id) && !new_escrows.contains(id);
+    let external_deltas: Vec<(i64, Decimal)> = state
         .deltas
         .iter()
-        .filter(|(id, delta)| !delta.is_zero() && !state.unopened.contains_key(id) && !new_escrows.contains(id))
+        .filter(|(id, delta)| !delta.is_zero() && external.contains(id) && written(id))
         .map(|(id, delta)| (*id, *delta))
-        .partition(|(id, _)| external.contains(id));
+        .collect();
+    let changed: BTreeSet<i64> = state
+        .deltas
+        .keys()
+        .chain(state.held_deltas.keys())
+        .copied()
+        .filter(|id| !external.contains(id) && written(id))
+        .collect();
+    let internal_deltas: Vec<(i64, Decimal, Decimal)> = changed
+        .into_iter()
+        .map(|id| {
+            let delta = state.deltas.get(&id).copied().unwrap_or_default();
+            (id, delta, state.held_deltas.get(&id).copied().unwrap_or_default())
+        })
+        .filter(|(_, delta, held)| !delta.is_zero() || !held.is_zero())
+        .collect();
     let mut counts: BTreeMap<(&'static str, i64), i64> = BTreeMap::new();
     for event in &state.events {
         *counts.entry((event.aggregate, event.aggregate_id)).or_default() += 1;
@@ -633,8 +654,6 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
     }
     Ok(Ran::Done(replies))
 }
-
-type Deltas = Vec<(i64, Decimal)>;
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic

@@ -168,21 +168,24 @@ struct DealRow {
 
 /// Locks, in id order, the deals the batch acts on and every waiting deal of the users whose balance
 /// may rise. Their disputes are read with the accounts, in a later statement, so they are as fresh
-/// as the locked rows.
+/// as the locked rows. Each deal's escrow account is looked up by the deal's id: the plan is generic
+/// (made once per connection, whatever the tables held then), and with a join the planner could
+/// start from the escrow accounts and visit every one of them (a deal without one fails the batch).
 pub async fn lock_deals(db: &mut PgConnection, ids: &[i64], rising: &[i64]) -> sqlx::Result<Vec<Deal>> {
     let rows = sqlx::query_as!(
         DealRow,
         r#"SELECT d.id AS "id: DealId", d.tenant_id AS "tenant_id: TenantId", d.customer_id AS "customer_id: UserId",
                   d.performer_id AS "performer_id: UserId", d.title, d.description, d.amount,
                   d.currency AS "currency: Currency", d.status AS "status: DealStatus", d.deadline_at, d.funded_at,
-                  d.created_at, d.updated_at, e.id AS escrow
-           FROM deals d JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
+                  d.created_at, d.updated_at,
+                  (SELECT e.id FROM accounts e WHERE e.kind = 'deal_escrow' AND e.deal_id = d.id) AS "escrow!"
+           FROM deals d
            WHERE d.id = ANY(ARRAY(SELECT unnest($1::bigint[])
                                   UNION SELECT w.id FROM deals w
-                                        WHERE w.status = 'waiting_for_payment' AND w.customer_id = ANY($2)))
-             AND (d.id = ANY($1) OR d.status = 'waiting_for_payment')
+                                        WHERE w.waiting AND w.customer_id = ANY($2)))
+             AND (d.id = ANY($1) OR d.waiting)
            ORDER BY d.id
-           FOR UPDATE OF d"#,
+           FOR UPDATE"#,
         ids,
         rising,
     )
@@ -223,6 +226,8 @@ pub struct AccountRow {
     pub user_id: Option<UserId>,
     pub currency: Currency,
     pub balance: Decimal,
+    /// What the user holds in the escrow of their funded deals (zero on an escrow account).
+    pub held: Decimal,
 }
 
 struct AccountOrDispute {
@@ -230,6 +235,7 @@ struct AccountOrDispute {
     user_id: Option<UserId>,
     currency: Option<Currency>,
     balance: Option<Decimal>,
+    held: Option<Decimal>,
     deal_id: Option<DealId>,
     opened_by: Option<UserId>,
     title: Option<String>,
@@ -254,18 +260,20 @@ pub async fn lock_accounts(
     let rows = sqlx::query_as!(
         AccountOrDispute,
         r#"WITH locked AS (
-               SELECT id, user_id, currency, balance FROM accounts
+               SELECT id, user_id, currency, balance, held FROM accounts
                WHERE (kind = 'user_available' AND user_id = ANY($1) AND currency = ANY($2))
                   OR (kind = 'deal_escrow' AND deal_id = ANY($3))
                ORDER BY id
                FOR UPDATE)
            SELECT id AS "account_id?", user_id AS "user_id?: UserId", currency AS "currency?: Currency",
-                  balance AS "balance?", NULL::bigint AS "deal_id?: DealId", NULL::bigint AS "opened_by?: UserId",
+                  balance AS "balance?", held AS "held?", NULL::bigint AS "deal_id?: DealId",
+                  NULL::bigint AS "opened_by?: UserId",
                   NULL::text AS "title?", NULL::text AS "description?", NULL::timestamptz AS "opened_at?",
                   NULL::text AS "resolution?", NULL::timestamptz AS "resolved_at?"
            FROM locked
            UNION ALL
-           SELECT NULL, NULL, NULL, NULL, deal_id, opened_by, title, description, opened_at, resolution, resolved_at
+           SELECT NULL, NULL, NULL, NULL, NULL, deal_id, opened_by, title, description, opened_at, resolution,
+                  resolved_at
            FROM disputes WHERE deal_id = ANY($3)"#,
         &users,
         &currencies as &[&str],
@@ -282,6 +290,7 @@ pub async fn lock_accounts(
                 user_id: row.user_id,
                 currency: row.currency.ok_or_else(|| missing("account"))?,
                 balance: row.balance.ok_or_else(|| missing("account"))?,
+                held: row.held.ok_or_else(|| missing("account"))?,
             }),
             (None, Some(deal)) => disputes.push((
                 deal,
@@ -350,6 +359,7 @@ pub struct NewAccount {
     pub owner: Owner,
     pub currency: Currency,
     pub balance: Decimal,
+    pub held: Decimal,
 }
 
 /// Opens accounts with their first balance; returns how many were opened. Fewer than asked means
@@ -368,12 +378,13 @@ pub async fn open_accounts(db: &mut PgConnection, accounts: &[NewAccount]) -> sq
         })
         .unzip();
     let balances: Vec<Decimal> = accounts.iter().map(|a| a.balance).collect();
+    let held: Vec<Decimal> = accounts.iter().map(|a| a.held).collect();
     let opened = sqlx::query!(
-        "INSERT INTO accounts (id, kind, currency, user_id, balance)
+        "INSERT INTO accounts (id, kind, currency, user_id, balance, held)
          OVERRIDING SYSTEM VALUE
-         SELECT id, kind, currency, user_id, balance
-         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::numeric[])
-             AS a(id, kind, currency, user_id, balance)
+         SELECT id, kind, currency, user_id, balance, held
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::numeric[], $6::numeric[])
+             AS a(id, kind, currency, user_id, balance, held)
          ORDER BY kind, user_id, currency
          ON CONFLICT DO NOTHING",
         &ids,
@@ -381,6 +392,7 @@ pub async fn open_accounts(db: &mut PgConnection, accounts: &[NewAccount]) -> sq
         &currencies as &[&str],
         &users as &[Option<i64>],
         &balances,
+        &held,
     )
     .execute(db)
     .await?;
@@ -397,9 +409,6 @@ pub struct Prepared {
     pub transfers: Vec<i64>,
     /// Waiting deals of the users whose balance may rise, as of now (to check the locked set).
     pub waiting: Vec<i64>,
-    /// What customers hold in the escrow of their funded deals (read under their account locks,
-    /// which every change of it takes).
-    pub held: Vec<(UserId, Currency, Decimal)>,
     pub externals: Vec<(External, Currency, AccountId)>,
 }
 
@@ -410,9 +419,6 @@ struct PreparedRow {
     accounts: Vec<i64>,
     transfers: Vec<i64>,
     waiting: Vec<i64>,
-    held_users: Vec<i64>,
-    held_currencies: Vec<String>,
-    held: Vec<Decimal>,
     external_kinds: Vec<String>,
     external_currencies: Vec<String>,
     externals: Vec<i64>,
@@ -428,13 +434,14 @@ pub struct Reserve {
 }
 
 /// The transaction's timestamp, fresh ids (deals; payments; an escrow account per deal, then the
-/// accounts the batch may open; transfers), the waiting deals of `rising`, what `customers` hold, and
-/// the existing external accounts of `externals` — in one statement.
+/// accounts the batch may open; transfers), the waiting deals of `rising`, and the existing external
+/// accounts of `externals` — in one statement. The ids come from the identity
+/// columns' sequences named as literals (resolved once, when the statement is prepared; looking them
+/// up with `pg_get_serial_sequence` read the catalog for every id).
 pub async fn prepare(
     db: &mut PgConnection,
     reserve: Reserve,
     rising: &[i64],
-    customers: &[i64],
     externals: &[(External, Currency)],
 ) -> sqlx::Result<Prepared> {
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
@@ -444,51 +451,36 @@ pub async fn prepare(
         .unzip();
     let row = sqlx::query_as!(
         PreparedRow,
-        r#"WITH held AS (
-               SELECT d.customer_id, d.currency, sum(e.balance) AS held
-               FROM deals d JOIN accounts e ON e.kind = 'deal_escrow' AND e.deal_id = d.id
-               WHERE d.customer_id = ANY($5) AND d.status IN ('confirm_performer', 'confirmed', 'dispute')
-               GROUP BY 1, 2)
-           SELECT now() AS "now!",
-                  ARRAY(SELECT nextval(pg_get_serial_sequence('deals', 'id')) FROM generate_series(1, $1::bigint))
+        r#"SELECT now() AS "now!",
+                  ARRAY(SELECT nextval('deals_id_seq') FROM generate_series(1, $1::bigint))
                       AS "deals!",
-                  ARRAY(SELECT nextval(pg_get_serial_sequence('payments', 'id')) FROM generate_series(1, $8::bigint))
+                  ARRAY(SELECT nextval('payments_id_seq') FROM generate_series(1, $7::bigint))
                       AS "payments!",
-                  ARRAY(SELECT nextval(pg_get_serial_sequence('accounts', 'id')) FROM generate_series(1, $2::bigint))
+                  ARRAY(SELECT nextval('accounts_id_seq') FROM generate_series(1, $2::bigint))
                       AS "accounts!",
-                  ARRAY(SELECT nextval(pg_get_serial_sequence('transfers', 'id')) FROM generate_series(1, $3::bigint))
+                  ARRAY(SELECT nextval('transfers_id_seq') FROM generate_series(1, $3::bigint))
                       AS "transfers!",
-                  ARRAY(SELECT id FROM deals WHERE status = 'waiting_for_payment' AND customer_id = ANY($4))
-                      AS "waiting!",
-                  ARRAY(SELECT customer_id FROM held ORDER BY customer_id, currency) AS "held_users!",
-                  ARRAY(SELECT currency FROM held ORDER BY customer_id, currency) AS "held_currencies!",
-                  ARRAY(SELECT held FROM held ORDER BY customer_id, currency) AS "held!",
-                  ARRAY(SELECT a.kind FROM accounts a JOIN unnest($6::text[], $7::text[]) AS x(kind, currency)
+                  ARRAY(SELECT id FROM deals WHERE waiting AND customer_id = ANY($4)) AS "waiting!",
+                  ARRAY(SELECT a.kind FROM accounts a JOIN unnest($5::text[], $6::text[]) AS x(kind, currency)
                           ON a.kind = x.kind AND a.currency = x.currency ORDER BY a.id) AS "external_kinds!",
-                  ARRAY(SELECT a.currency FROM accounts a JOIN unnest($6::text[], $7::text[]) AS x(kind, currency)
+                  ARRAY(SELECT a.currency FROM accounts a JOIN unnest($5::text[], $6::text[]) AS x(kind, currency)
                           ON a.kind = x.kind AND a.currency = x.currency ORDER BY a.id) AS "external_currencies!",
-                  ARRAY(SELECT a.id FROM accounts a JOIN unnest($6::text[], $7::text[]) AS x(kind, currency)
+                  ARRAY(SELECT a.id FROM accounts a JOIN unnest($5::text[], $6::text[]) AS x(kind, currency)
                           ON a.kind = x.kind AND a.currency = x.currency ORDER BY a.id) AS "externals!""#,
         count(reserve.deals),
         count(reserve.deals + reserve.accounts),
         count(reserve.transfers),
         rising,
-        customers,
         &kinds as &[&str],
         &currencies as &[&str],
         count(reserve.payments),
     )
     .fetch_one(db)
     .await?;
-    let decode = |err: guarantor_domain::IdError| sqlx::Error::Decode(err.into());
     let currency = |code: &str| {
         code.parse::<Currency>()
             .map_err(|err| sqlx::Error::Decode(err.to_string().into()))
     };
-    let mut held = Vec::with_capacity(row.held.len());
-    for ((user, code), amount) in row.held_users.iter().zip(&row.held_currencies).zip(&row.held) {
-        held.push((UserId::new(*user).map_err(decode)?, currency(code)?, *amount));
-    }
     let mut externals = Vec::with_capacity(row.externals.len());
     for ((kind, code), id) in row
         .external_kinds
@@ -507,7 +499,6 @@ pub async fn prepare(
         accounts: row.accounts,
         transfers: row.transfers,
         waiting: row.waiting,
-        held,
         externals,
     })
 }
@@ -538,14 +529,15 @@ pub struct Writes<'a> {
     pub opened_disputes: Vec<(DealId, &'a DisputeView)>,
     pub resolved_disputes: Vec<(DealId, &'a DisputeView)>,
     pub transfers: Vec<(i64, &'a TransferDraft)>,
-    pub deltas: Vec<(AccountId, Decimal)>,
+    /// Net changes of (balance, held) of existing accounts.
+    pub deltas: Vec<(AccountId, Decimal, Decimal)>,
     pub sequences: Vec<(&'static str, i64, i64)>,
     pub outbox: Vec<OutboxRow>,
     pub answers: &'a [Answer],
 }
 
 /// Writes a batch's effects with one call of `ledger_write` (migrations/0005; events as JSON text since
-/// 0008): a single statement of data-modifying CTEs, prepared once per connection with a generic plan
+/// 0008; accounts' `held` since 0010): a single statement of data-modifying CTEs, prepared once per connection with a generic plan
 /// and sequential scans off, so it is not planned again for every batch and always finds rows through
 /// their indexes. The statements inside cannot see each other's rows, so nothing there reads what
 /// another part writes: new deals and escrows are inserted in their final state, and only existing
@@ -622,8 +614,9 @@ pub async fn write(db: &mut PgConnection, w: Writes<'_>) -> sqlx::Result<()> {
     let p37 = w.transfers.iter().map(|(_, t)| t.command.as_uuid()).collect::<Vec<_>>();
     let p38 = w.transfers.iter().map(|(_, t)| t.reason.as_deref()).collect::<Vec<_>>();
     let p39 = w.now;
-    let p40 = w.deltas.iter().map(|(id, _)| *id).collect::<Vec<_>>();
-    let p41 = w.deltas.iter().map(|(_, delta)| *delta).collect::<Vec<_>>();
+    let p40 = w.deltas.iter().map(|(id, _, _)| *id).collect::<Vec<_>>();
+    let p41 = w.deltas.iter().map(|(_, delta, _)| *delta).collect::<Vec<_>>();
+    let p58 = w.deltas.iter().map(|(_, _, held)| *held).collect::<Vec<_>>();
     let p42 = w
         .sequences
         .iter()
@@ -649,7 +642,7 @@ pub async fn write(db: &mut PgConnection, w: Writes<'_>) -> sqlx::Result<()> {
         .map(|a| a.verdict.body_ref().map(sqlx::types::Json))
         .collect::<Vec<_>>();
     sqlx::query_scalar!(
-        r#"SELECT ledger_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56, $57) AS "written!""#,
+        r#"SELECT ledger_write($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39, $40, $41, $42, $43, $44, $45, $46, $47, $48, $49, $50, $51, $52, $53, $54, $55, $56, $57, $58) AS "written!""#,
         &p1,
         &p2,
         &p3,
@@ -708,6 +701,7 @@ pub async fn write(db: &mut PgConnection, w: Writes<'_>) -> sqlx::Result<()> {
         &p56 as &[&str],
         // Encoded as jsonb[] like `Option<Value>`, without copying the results.
         &p57 as _,
+        &p58,
     )
     .fetch_one(db)
     .await?;

@@ -235,6 +235,8 @@ pub struct BatchState {
     pub events: Vec<EventDraft>,
     /// Net balance change per account.
     pub deltas: BTreeMap<AccountId, Decimal>,
+    /// Net change of `held` per available account (the customer's, on every hold and pay-out).
+    pub held_deltas: BTreeMap<AccountId, Decimal>,
 }
 
 fn not_found_user(field: Option<&str>, user: UserId) -> Rejection {
@@ -868,6 +870,7 @@ impl BatchState {
             reason: None,
         })?;
         *self.held.entry((deal.customer_id, deal.currency)).or_default() += deal.amount;
+        *self.held_deltas.entry(from).or_default() += deal.amount;
         self.balance_changed(
             deal.customer_id,
             deal.currency,
@@ -890,6 +893,7 @@ impl BatchState {
             command: env.id,
             reason: None,
         })?;
+        let holder = self.available_account(deal.customer_id, deal.currency)?;
         let held = self.held.entry((deal.customer_id, deal.currency)).or_default();
         *held -= deal.amount;
         if held.is_sign_negative() {
@@ -898,6 +902,7 @@ impl BatchState {
                 deal.customer_id
             )));
         }
+        *self.held_deltas.entry(holder).or_default() -= deal.amount;
         self.balance_changed(to, deal.currency, deal.amount, transfer, Cause::Deal(deal.id))?;
         if to != deal.customer_id {
             // The customer's `held` went down by the released amount.
