@@ -785,6 +785,22 @@ async fn reconcile_exits_non_zero_naming_a_ledger_row_corrupted_behind_its_back_
         .unwrap();
     assert!(system.reconcile().await.0, "restored");
 
+    // What the customer holds, edited on their account: it no longer matches their funded deals.
+    sqlx::query("UPDATE accounts SET held = held + 5 WHERE id = $1")
+        .bind(account)
+        .execute(&system.db.pool)
+        .await
+        .unwrap();
+    let (ok, report) = system.reconcile().await;
+    assert!(!ok, "{report}");
+    assert!(report.contains(&format!("user {customer} holds")), "{report}");
+    sqlx::query("UPDATE accounts SET held = held - 5 WHERE id = $1")
+        .bind(account)
+        .execute(&system.db.pool)
+        .await
+        .unwrap();
+    assert!(system.reconcile().await.0, "restored");
+
     // A closed deal put back into `confirmed` by hand: its escrow no longer holds its amount.
     sqlx::query("UPDATE deals SET status = 'confirmed' WHERE id = $1")
         .bind(deals[0])
