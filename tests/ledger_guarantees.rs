@@ -770,36 +770,31 @@ async fn reconcile_exits_non_zero_naming_a_ledger_row_corrupted_behind_its_back_
         .fetch_one(&system.db.pool)
         .await
         .unwrap();
-    sqlx::query("UPDATE accounts SET balance = balance + 5 WHERE id = $1")
-        .bind(account)
-        .execute(&system.db.pool)
-        .await
-        .unwrap();
-    let (ok, report) = system.reconcile().await;
-    assert!(!ok, "{report}");
-    assert!(report.contains(&format!("account {account}: balance")), "{report}");
-    sqlx::query("UPDATE accounts SET balance = balance - 5 WHERE id = $1")
-        .bind(account)
-        .execute(&system.db.pool)
-        .await
-        .unwrap();
-    assert!(system.reconcile().await.0, "restored");
-
-    // What the customer holds, edited on their account: it no longer matches their funded deals.
-    sqlx::query("UPDATE accounts SET held = held + 5 WHERE id = $1")
-        .bind(account)
-        .execute(&system.db.pool)
-        .await
-        .unwrap();
-    let (ok, report) = system.reconcile().await;
-    assert!(!ok, "{report}");
-    assert!(report.contains(&format!("user {customer} holds")), "{report}");
-    sqlx::query("UPDATE accounts SET held = held - 5 WHERE id = $1")
-        .bind(account)
-        .execute(&system.db.pool)
-        .await
-        .unwrap();
-    assert!(system.reconcile().await.0, "restored");
+    // A column of that account edited by hand (5 added), then put back: reconcile names it, then
+    // agrees again.
+    let edited = |column: &'static str, named: String| {
+        let system = &system;
+        async move {
+            let edit = |sign: &str| format!("UPDATE accounts SET {column} = {column} {sign} 5 WHERE id = $1");
+            sqlx::query(&edit("+"))
+                .bind(account)
+                .execute(&system.db.pool)
+                .await
+                .unwrap();
+            let (ok, report) = system.reconcile().await;
+            assert!(!ok, "{report}");
+            assert!(report.contains(&named), "{column}: {report}");
+            sqlx::query(&edit("-"))
+                .bind(account)
+                .execute(&system.db.pool)
+                .await
+                .unwrap();
+            assert!(system.reconcile().await.0, "{column} restored");
+        }
+    };
+    edited("balance", format!("account {account}: balance")).await;
+    // What the customer holds no longer matches their funded deals.
+    edited("held", format!("user {customer} holds")).await;
 
     // A closed deal put back into `confirmed` by hand: its escrow no longer holds its amount.
     sqlx::query("UPDATE deals SET status = 'confirmed' WHERE id = $1")
