@@ -435,9 +435,10 @@ pub struct Reserve {
 
 /// The transaction's timestamp, fresh ids (deals; payments; an escrow account per deal, then the
 /// accounts the batch may open; transfers), the waiting deals of `rising`, and the existing external
-/// accounts of `externals` — in one statement. The ids come from the identity
-/// columns' sequences named as literals (resolved once, when the statement is prepared; looking them
-/// up with `pg_get_serial_sequence` read the catalog for every id).
+/// accounts of `externals` (through their own small index, which the `kind` condition selects) — in
+/// one statement. The ids come from the identity columns' sequences named as literals (resolved once,
+/// when the statement is prepared; looking them up with `pg_get_serial_sequence` read the catalog for
+/// every id).
 pub async fn prepare(
     db: &mut PgConnection,
     reserve: Reserve,
@@ -462,11 +463,14 @@ pub async fn prepare(
                       AS "transfers!",
                   ARRAY(SELECT id FROM deals WHERE waiting AND customer_id = ANY($4)) AS "waiting!",
                   ARRAY(SELECT a.kind FROM accounts a JOIN unnest($5::text[], $6::text[]) AS x(kind, currency)
-                          ON a.kind = x.kind AND a.currency = x.currency ORDER BY a.id) AS "external_kinds!",
+                          ON a.kind = x.kind AND a.currency = x.currency
+                          WHERE a.kind IN ('deposits_received', 'operator_adjustments') ORDER BY a.id) AS "external_kinds!",
                   ARRAY(SELECT a.currency FROM accounts a JOIN unnest($5::text[], $6::text[]) AS x(kind, currency)
-                          ON a.kind = x.kind AND a.currency = x.currency ORDER BY a.id) AS "external_currencies!",
+                          ON a.kind = x.kind AND a.currency = x.currency
+                          WHERE a.kind IN ('deposits_received', 'operator_adjustments') ORDER BY a.id) AS "external_currencies!",
                   ARRAY(SELECT a.id FROM accounts a JOIN unnest($5::text[], $6::text[]) AS x(kind, currency)
-                          ON a.kind = x.kind AND a.currency = x.currency ORDER BY a.id) AS "externals!""#,
+                          ON a.kind = x.kind AND a.currency = x.currency
+                          WHERE a.kind IN ('deposits_received', 'operator_adjustments') ORDER BY a.id) AS "externals!""#,
         count(reserve.deals),
         count(reserve.deals + reserve.accounts),
         count(reserve.transfers),
