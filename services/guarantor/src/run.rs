@@ -215,10 +215,13 @@ struct Infra {
 }
 
 async fn prepare(config: &Config, service: &str, create_database: bool) -> anyhow::Result<Infra> {
+    // Each ledger worker keeps a connection of its own; the rest serve requests, the outbox relay,
+    // the scanner and the sweeper. Connections open on demand, up to this.
+    let connections = u32::try_from(config.ledger_workers).map_or(u32::MAX, |workers| workers.saturating_add(16));
     let pool = if create_database {
-        infra::postgres_created(config, 16).await?
+        infra::postgres_created(config, connections).await?
     } else {
-        infra::postgres(config, 16).await?
+        infra::postgres(config, connections).await?
     };
     guarantor_store::migrate(&pool).await?;
     let nats = infra::nats(config, service).await?;
