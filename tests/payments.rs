@@ -450,7 +450,9 @@ async fn a_failing_node_delays_detection_and_credits_nothing_wrongly() {
         json!({ "error_rate": 1.0 }),
         json!({ "java_error_rate": 1.0 }),
         json!({ "truncate_rate": 1.0 }),
-        json!({ "stall_solidified": true, "suspend_secs": 2 }),
+        // Suspended for longer than the check below waits: a suspension that ended before the
+        // check let the scanner read the (already solid) deposit and the ledger credit it in time.
+        json!({ "stall_solidified": true, "suspend_secs": 5 }),
     ] {
         system.devnet_control("/devnet/faults", faults).await;
         tokio::time::sleep(Duration::from_millis(2_500)).await;
