@@ -452,25 +452,19 @@ pub async fn prepare(
         .unzip();
     let row = sqlx::query_as!(
         PreparedRow,
-        r#"SELECT now() AS "now!",
-                  ARRAY(SELECT nextval('deals_id_seq') FROM generate_series(1, $1::bigint))
-                      AS "deals!",
-                  ARRAY(SELECT nextval('payments_id_seq') FROM generate_series(1, $7::bigint))
-                      AS "payments!",
-                  ARRAY(SELECT nextval('accounts_id_seq') FROM generate_series(1, $2::bigint))
-                      AS "accounts!",
-                  ARRAY(SELECT nextval('transfers_id_seq') FROM generate_series(1, $3::bigint))
-                      AS "transfers!",
+        r#"WITH external AS MATERIALIZED (
+               SELECT a.id, a.kind, a.currency FROM accounts a
+               JOIN unnest($5::text[], $6::text[]) AS x(kind, currency) ON a.kind = x.kind AND a.currency = x.currency
+               WHERE a.kind IN ('deposits_received', 'operator_adjustments'))
+           SELECT now() AS "now!",
+                  ARRAY(SELECT nextval('deals_id_seq') FROM generate_series(1, $1::bigint)) AS "deals!",
+                  ARRAY(SELECT nextval('payments_id_seq') FROM generate_series(1, $7::bigint)) AS "payments!",
+                  ARRAY(SELECT nextval('accounts_id_seq') FROM generate_series(1, $2::bigint)) AS "accounts!",
+                  ARRAY(SELECT nextval('transfers_id_seq') FROM generate_series(1, $3::bigint)) AS "transfers!",
                   ARRAY(SELECT id FROM deals WHERE waiting AND customer_id = ANY($4)) AS "waiting!",
-                  ARRAY(SELECT a.kind FROM accounts a JOIN unnest($5::text[], $6::text[]) AS x(kind, currency)
-                          ON a.kind = x.kind AND a.currency = x.currency
-                          WHERE a.kind IN ('deposits_received', 'operator_adjustments') ORDER BY a.id) AS "external_kinds!",
-                  ARRAY(SELECT a.currency FROM accounts a JOIN unnest($5::text[], $6::text[]) AS x(kind, currency)
-                          ON a.kind = x.kind AND a.currency = x.currency
-                          WHERE a.kind IN ('deposits_received', 'operator_adjustments') ORDER BY a.id) AS "external_currencies!",
-                  ARRAY(SELECT a.id FROM accounts a JOIN unnest($5::text[], $6::text[]) AS x(kind, currency)
-                          ON a.kind = x.kind AND a.currency = x.currency
-                          WHERE a.kind IN ('deposits_received', 'operator_adjustments') ORDER BY a.id) AS "externals!""#,
+                  ARRAY(SELECT kind FROM external ORDER BY id) AS "external_kinds!",
+                  ARRAY(SELECT currency FROM external ORDER BY id) AS "external_currencies!",
+                  ARRAY(SELECT id FROM external ORDER BY id) AS "externals!""#,
         count(reserve.deals),
         count(reserve.deals + reserve.accounts),
         count(reserve.transfers),
