@@ -534,13 +534,12 @@ pub struct Writes<'a> {
     pub answers: &'a [Answer],
 }
 
-/// Writes a batch's effects with one call of `ledger_write` (migrations/0005; events as JSON text since
-/// 0008; accounts' `held` since 0010): a single statement of data-modifying CTEs, prepared once per connection with a generic plan
-/// and sequential scans off, so it is not planned again for every batch and always finds rows through
-/// their indexes. The statements inside cannot see each other's rows, so nothing there reads what
-/// another part writes: new deals and escrows are inserted in their final state, and only existing
-/// rows are updated.
-/// Foreign keys are checked at the end of the statement. The event sequences are the only rows
+/// Writes a batch's effects with one call of `ledger_write` (migrations/0011): one statement per kind
+/// of row, each run only when the batch has such rows, planned once per connection with a generic
+/// plan and sequential scans off (the batch's transaction sets both), so none is planned again for
+/// every batch and each finds its rows through their indexes. New deals and escrows go first, in their
+/// final state, so the transfers and disputes that name them find them; only existing rows are
+/// updated. Each statement checks its foreign keys as it ends. The event sequences are the only rows
 /// another batch may hold: they are taken sorted, and each event's sequence is computed from its
 /// aggregate's new last value.
 pub async fn write(db: &mut PgConnection, w: Writes<'_>) -> sqlx::Result<()> {
