@@ -202,6 +202,7 @@ async fn up_says_how_to_start_nats_when_it_is_unreachable() {
 }
 
 #[tokio::test]
+#[allow(clippy::float_arithmetic, reason = "a benchmark report's ratio, never money")]
 async fn the_benchmark_runs_its_own_system_and_reports_the_full_path_beside_its_baselines() {
     let db = guarantor_testkit::TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
@@ -220,6 +221,7 @@ async fn the_benchmark_runs_its_own_system_and_reports_the_full_path_beside_its_
     assert!(ran, "{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("{err}: {stdout}"));
     assert!(report["pgbench"]["tps"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["pgbench_after"]["tps"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report["jetstream"]["sync_per_sec"].as_f64().unwrap() > 0.0, "{report}");
     let phases = report["phases"].as_array().unwrap();
     assert_eq!(phases.len(), 2);
@@ -227,7 +229,17 @@ async fn the_benchmark_runs_its_own_system_and_reports_the_full_path_beside_its_
         assert!(phase["lifecycles"].as_u64().unwrap() > 0, "{phase}");
         assert_eq!(phase["errors"], serde_json::json!({}), "{phase}");
         assert!(phase["routes"]["create"]["p99_ms"].as_f64().unwrap() > 0.0, "{phase}");
+        // Every command costs the machine some CPU (the services, Postgres, nats-server).
+        assert!(phase["machine_cpu_us_per_command"].as_f64().unwrap() > 0.0, "{phase}");
     }
+    let mean = (report["pgbench"]["tps"].as_f64().unwrap() + report["pgbench_after"]["tps"].as_f64().unwrap()) / 2.0;
+    let (clients, ratio) = (
+        &report["ratios_to_pgbench"][0][0],
+        report["ratios_to_pgbench"][0][1].as_f64().unwrap(),
+    );
+    assert_eq!(clients, 1);
+    let expected = phases[0]["commands_per_sec"].as_f64().unwrap() / mean;
+    assert!((ratio - expected).abs() < 1e-9, "{ratio} against {expected}");
     assert_eq!(report["open_deals"], 20);
     let rss = report["rss_mb"].as_array().unwrap();
     assert_eq!(rss.len(), 4, "one reading per service: {rss:?}");

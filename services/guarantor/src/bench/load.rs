@@ -45,6 +45,9 @@ pub struct PhaseReport {
     pub routes: BTreeMap<String, RouteReport>,
     /// CPU the load generator itself used, in percent of one core.
     pub generator_cpu_percent: f64,
+    /// CPU the whole machine spent (every process: services, Postgres, nats-server, the load generator)
+    /// per command, in microseconds: steadier than commands/s where the machine's speed varies.
+    pub machine_cpu_us_per_command: f64,
 }
 
 #[allow(
@@ -276,11 +279,31 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// CPU time the whole machine spent so far, in clock ticks: the `cpu` line of `/proc/stat` without
+/// idle, I/O wait and time stolen by the hypervisor.
+fn machine_busy_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let line = stat.lines().next()?;
+            let fields: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
+            // user, nice, system, idle, iowait, irq, softirq, steal
+            Some(fields.get(..7)?.iter().sum::<u64>() - fields[3] - fields[4])
+        })
+        .unwrap_or(0)
+}
+
 /// Runs `clients` clients, each with its own pair of users, for `duration`.
 #[allow(clippy::float_arithmetic, reason = "rates of a benchmark report, never money")]
 pub async fn phase(target: &Target, pairs: &[(i64, i64)], clients: usize, duration: Duration) -> PhaseReport {
     let target = Arc::new(target.clone());
     let cpu_before = cpu_time();
+    let machine_before = machine_busy_ticks();
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(clients);
@@ -305,6 +328,8 @@ pub async fn phase(target: &Target, pairs: &[(i64, i64)], clients: usize, durati
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = (cpu_time().saturating_sub(cpu_before)).as_secs_f64();
+    // Linux reports in clock ticks of 1/100 s.
+    let machine_us = (machine_busy_ticks().saturating_sub(machine_before) * 10_000) as f64;
     PhaseReport {
         clients,
         seconds,
@@ -319,5 +344,6 @@ pub async fn phase(target: &Target, pairs: &[(i64, i64)], clients: usize, durati
             .map(|(route, samples)| (route.to_owned(), samples.report()))
             .collect(),
         generator_cpu_percent: 100.0 * cpu / seconds,
+        machine_cpu_us_per_command: machine_us / total.commands.max(1) as f64,
     }
 }

@@ -2,7 +2,8 @@
 //! system (each service as its own process, on a scratch database and a nats-server of its own) or
 //! drives a running one, runs the deal lifecycle at several client counts, and prints the numbers
 //! next to the baselines measured in the same run on the same servers: `pgbench` with a 3-statement
-//! transfer at 16 clients, and JetStream's synchronous and pipelined publish rates.
+//! transfer at 16 clients (before and after the full path, since a shared machine's speed drifts
+//! within minutes), and JetStream's synchronous and pipelined publish rates.
 
 #![allow(clippy::print_stdout, reason = "the benchmark's report is its output")]
 #![allow(clippy::float_arithmetic, reason = "ratios of a benchmark report, never money")]
@@ -46,9 +47,11 @@ pub struct BenchArgs {
 #[derive(Debug, Serialize)]
 struct Report {
     pgbench: baselines::PgbenchReport,
+    /// pgbench again, after the full path's phases.
+    pgbench_after: baselines::PgbenchReport,
     jetstream: baselines::JetStreamReport,
     phases: Vec<PhaseReport>,
-    /// Commands per second of each phase over pgbench's transactions per second.
+    /// Commands per second of each phase over the mean of the two pgbench runs' transactions per second.
     ratios_to_pgbench: Vec<(usize, f64)>,
     open_deals: Option<usize>,
     /// Resident memory of each service, in MB, with the open deals in place.
@@ -117,6 +120,9 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("full path: {clients} clients, {}s...", duration.as_secs());
         phases.push(load::phase(&target, &pairs, clients.max(1), duration).await);
     }
+    eprintln!("baseline again: pgbench, {}s...", duration.as_secs());
+    let pgbench_after = baselines::pgbench(&config.database_url, &pgbench_database, 16, duration).await?;
+    let pgbench_tps = (pgbench.tps + pgbench_after.tps) / 2.0;
     let (open_deals, rss_mb) = match &system {
         Some(system) => {
             eprintln!("creating {} open deals...", args.open_deals);
@@ -128,9 +134,10 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let report = Report {
         ratios_to_pgbench: phases
             .iter()
-            .map(|phase| (phase.clients, phase.commands_per_sec / pgbench.tps))
+            .map(|phase| (phase.clients, phase.commands_per_sec / pgbench_tps))
             .collect(),
         pgbench,
+        pgbench_after,
         jetstream,
         phases,
         open_deals,
@@ -174,8 +181,8 @@ async fn open_deals(target: &Target, pairs: &[(i64, i64)], count: usize) -> anyh
 fn print(report: &Report) {
     println!("baselines (same run, same servers)");
     println!(
-        "  pgbench 3-statement transfer, {} clients: {:.0} tps",
-        report.pgbench.clients, report.pgbench.tps
+        "  pgbench 3-statement transfer, {} clients: {:.0} tps before the full path, {:.0} after (×pgbench: their mean)",
+        report.pgbench.clients, report.pgbench.tps, report.pgbench_after.tps
     );
     println!(
         "  JetStream publish: {:.0}/s synchronous, {:.0}/s pipelined",
@@ -184,8 +191,8 @@ fn print(report: &Report) {
     println!();
     println!("full path HTTP → JetStream → ledger → Postgres → reply (create, confirm, close; 10% disputes)");
     println!(
-        "  {:>7} {:>10} {:>11} {:>8} {:>10} {:>8}  latency p50/p95/p99 ms by route",
-        "clients", "commands/s", "lifecycles/s", "×pgbench", "errors", "gen CPU"
+        "  {:>7} {:>10} {:>11} {:>8} {:>10} {:>8} {:>12}  latency p50/p95/p99 ms by route",
+        "clients", "commands/s", "lifecycles/s", "×pgbench", "errors", "gen CPU", "CPU/command"
     );
     for (phase, (_, ratio)) in report.phases.iter().zip(&report.ratios_to_pgbench) {
         let errors: usize = phase.errors.values().sum();
@@ -195,13 +202,14 @@ fn print(report: &Report) {
             .map(|(route, r)| format!("{route} {:.1}/{:.1}/{:.1}", r.p50_ms, r.p95_ms, r.p99_ms))
             .collect();
         println!(
-            "  {:>7} {:>10.0} {:>11.0} {:>7.2}× {:>10} {:>7.0}%  {}",
+            "  {:>7} {:>10.0} {:>11.0} {:>7.2}× {:>10} {:>7.0}% {:>9.0} µs  {}",
             phase.clients,
             phase.commands_per_sec,
             phase.lifecycles_per_sec,
             ratio,
             errors,
             phase.generator_cpu_percent,
+            phase.machine_cpu_us_per_command,
             routes.join(", ")
         );
         for (error, count) in &phase.errors {
