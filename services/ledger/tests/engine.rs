@@ -14,6 +14,8 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::PgConnection;
 
+mod support;
+
 async fn tenant_and_user(db: &TestDb) -> (TenantId, UserId) {
     let tenant: TenantId = sqlx::query_scalar("INSERT INTO tenants (name) VALUES ('t') RETURNING id")
         .fetch_one(&db.pool)
@@ -131,25 +133,11 @@ async fn a_deals_changes_leave_its_indexes_alone_so_they_are_heap_only_updates()
 
 /// Applies one command as a batch of its own on `db` and returns its result body.
 async fn applied(db: &mut PgConnection, tenant: TenantId, role: Role, command: Command) -> Value {
-    let envelope = CommandEnvelope {
-        id: CommandId::generate(),
-        tenant_id: tenant,
-        role,
-        fingerprint: "f".into(),
-        issued_at: Utc::now(),
-        command,
-    };
-    let mut replies = apply_batch(
-        db,
-        &[Incoming {
-            envelope,
-            redrive: false,
-        }],
-    )
-    .await
-    .unwrap();
-    match replies.pop().map(|reply| reply.verdict) {
-        Some(Verdict::Applied { body }) => body.unwrap_or(Value::Null),
+    match support::apply_one(db, tenant, role, CommandId::generate(), command)
+        .await
+        .verdict
+    {
+        Verdict::Applied { body } => body.unwrap_or(Value::Null),
         other => panic!("not applied: {other:?}"),
     }
 }

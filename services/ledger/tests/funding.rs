@@ -5,13 +5,14 @@
 use chrono::{DateTime, Duration, Utc};
 use guarantor_domain::NewDeal;
 use guarantor_domain::{
-    Command, CommandEnvelope, CommandId, CommandReply, Currency, DealAction, DealId, DepositObservation, ErrorCode,
-    NewPayment, PaymentId, Role, TenantId, UserId, Verdict,
+    Command, CommandId, CommandReply, Currency, DealAction, DealId, DepositObservation, ErrorCode, NewPayment,
+    PaymentId, Role, TenantId, UserId, Verdict,
 };
-use guarantor_ledger::engine::{apply_batch, Incoming};
 use guarantor_testkit::TestDb;
 use rust_decimal::Decimal;
 use serde_json::Value;
+
+mod support;
 
 struct Ledger {
     db: TestDb,
@@ -33,25 +34,8 @@ impl Ledger {
     }
 
     async fn run_as(&self, id: CommandId, role: Role, command: Command) -> CommandReply {
-        let envelope = CommandEnvelope {
-            id,
-            tenant_id: self.tenant,
-            role,
-            fingerprint: String::new(),
-            issued_at: Utc::now(),
-            command,
-        };
         let mut db = self.db.pool.acquire().await.unwrap();
-        let mut replies = apply_batch(
-            &mut db,
-            &[Incoming {
-                envelope,
-                redrive: false,
-            }],
-        )
-        .await
-        .unwrap();
-        replies.pop().unwrap()
+        support::apply_one(&mut db, self.tenant, role, id, command).await
     }
 
     fn body(reply: &CommandReply) -> &Value {
