@@ -275,14 +275,18 @@ fn cpu_time() -> Duration {
             Some(user + system)
         })
         .unwrap_or(0);
-    // Linux reports in clock ticks of 1/100 s.
+    from_ticks(ticks)
+}
+
+/// Linux reports CPU time in `/proc` in clock ticks of 1/100 s.
+fn from_ticks(ticks: u64) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// CPU time the whole machine spent so far, in clock ticks: the `cpu` line of `/proc/stat` without
-/// idle, I/O wait and time stolen by the hypervisor.
-fn machine_busy_ticks() -> u64 {
-    std::fs::read_to_string("/proc/stat")
+/// CPU time the whole machine spent so far: the `cpu` line of `/proc/stat` without idle, I/O wait
+/// and time stolen by the hypervisor.
+fn machine_cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|stat| {
             let line = stat.lines().next()?;
@@ -295,7 +299,8 @@ fn machine_busy_ticks() -> u64 {
             // user, nice, system, idle, iowait, irq, softirq, steal
             Some(fields.get(..7)?.iter().sum::<u64>() - fields[3] - fields[4])
         })
-        .unwrap_or(0)
+        .unwrap_or(0);
+    from_ticks(ticks)
 }
 
 /// Runs `clients` clients, each with its own pair of users, for `duration`.
@@ -303,7 +308,7 @@ fn machine_busy_ticks() -> u64 {
 pub async fn phase(target: &Target, pairs: &[(i64, i64)], clients: usize, duration: Duration) -> PhaseReport {
     let target = Arc::new(target.clone());
     let cpu_before = cpu_time();
-    let machine_before = machine_busy_ticks();
+    let machine_before = machine_cpu_time();
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(clients);
@@ -328,8 +333,7 @@ pub async fn phase(target: &Target, pairs: &[(i64, i64)], clients: usize, durati
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = (cpu_time().saturating_sub(cpu_before)).as_secs_f64();
-    // Linux reports in clock ticks of 1/100 s.
-    let machine_us = (machine_busy_ticks().saturating_sub(machine_before) * 10_000) as f64;
+    let machine_us = machine_cpu_time().saturating_sub(machine_before).as_secs_f64() * 1e6;
     PhaseReport {
         clients,
         seconds,
