@@ -283,23 +283,22 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
             .collect()
     };
 
-    // 4. Deals, in id order: the acted ones and the waiting deals of every user whose balance may rise.
+    // 4. The rows the batch holds, in one statement: deals by id (the acted ones and the waiting deals
+    //    of every user whose balance may rise), then accounts by id (the available accounts money may
+    //    move on, the escrows of those deals).
     let mut deal_ids = acted.clone();
     deal_ids.extend_from_slice(extra_waiting);
     let rising: Vec<i64> = rising.into_iter().collect();
-    let deals = if deal_ids.is_empty() && rising.is_empty() {
-        Vec::new()
-    } else {
-        repo::lock_deals(db, &deal_ids, &rising).await?
-    };
-
-    // 5. Accounts, in id order (the available accounts money may move on, the escrows of the locked
-    //    deals), with the disputes of the locked deals.
     let account_keys: Vec<(UserId, Currency)> = accounts
         .iter()
         .filter(|(user, _)| tenant_of_user.contains_key(user))
         .copied()
         .collect();
+    let repo::Locked { deals, accounts } = if deal_ids.is_empty() && rising.is_empty() && account_keys.is_empty() {
+        repo::Locked::default()
+    } else {
+        repo::lock(db, &deal_ids, &rising, &account_keys).await?
+    };
     let locked_deal_ids: Vec<i64> = deals.iter().map(|deal| deal.id.get()).collect();
     let mut state = BatchState {
         tenant_of_user,
@@ -308,26 +307,22 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         credited,
         ..BatchState::default()
     };
-    let mut disputes = HashMap::new();
-    if !account_keys.is_empty() || !locked_deal_ids.is_empty() {
-        let (rows, found) = repo::lock_accounts(db, &account_keys, &locked_deal_ids).await?;
-        for row in rows {
-            if let Some(user) = row.user_id {
-                state.available.insert((user, row.currency), row.id);
-                state.held.insert((user, row.currency), row.held);
-            }
-            state.accounts.insert(
-                row.id,
-                Account {
-                    balance: row.balance,
-                    external: false,
-                },
-            );
+    for row in accounts {
+        if let Some(user) = row.user_id {
+            state.available.insert((user, row.currency), row.id);
+            state.held.insert((user, row.currency), row.held);
         }
-        disputes.extend(found);
+        state.accounts.insert(
+            row.id,
+            Account {
+                balance: row.balance,
+                external: false,
+            },
+        );
     }
 
-    // 6. Fresh ids, what the customers hold, and a check that no deal became waiting unseen.
+    // 5. Fresh ids, the locked deals' disputes (read after the locks, so as fresh as the rows), and a
+    //    check that no deal became waiting unseen.
     let missing: Vec<(UserId, Currency)> = account_keys
         .iter()
         .filter(|key| !state.available.contains_key(key))
@@ -346,7 +341,7 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         transfers: 2 * fresh.len() + waiting_locked,
     };
     let wanted: Vec<(External, Currency)> = externals.iter().copied().collect();
-    let prepared = repo::prepare(db, reserve, &rising, &wanted).await?;
+    let prepared = repo::prepare(db, reserve, &rising, &wanted, &locked_deal_ids).await?;
     let locked: BTreeSet<DealId> = deals.iter().map(|deal| deal.id).collect();
     let missed: Vec<i64> = prepared
         .waiting
@@ -357,6 +352,7 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
     if !missed.is_empty() {
         return Ok(Ran::Replan(missed));
     }
+    let mut disputes: HashMap<DealId, _> = prepared.disputes.into_iter().collect();
     for deal in deals {
         if deal.status == guarantor_domain::DealStatus::WaitingForPayment {
             state
@@ -425,7 +421,7 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
     }
     let external: BTreeSet<i64> = state.external.values().copied().collect();
 
-    // 7. The state machine, in stream order, in memory.
+    // 6. The state machine, in stream order, in memory.
     let steps = {
         let state = &mut state;
         std::panic::catch_unwind(AssertUnwindSafe(move || {
@@ -438,7 +434,7 @@ async fn run(db: &mut PgConnection, batch: &[Incoming], extra_waiting: &[i64]) -
         .map_err(|broken| EngineError::Deterministic(format!("ledger invariant: {}", broken.0)))?
     };
 
-    // 8. Write the effects: accounts opened for the first time, then everything else in one statement.
+    // 7. Write the effects: accounts opened for the first time, then everything else in one statement.
     if state.transfers.len() > prepared.transfers.len() {
         return Err(EngineError::Deterministic(format!(
             "{} transfers but {} reserved ids",

@@ -149,68 +149,25 @@ pub async fn upsert_users(
         .collect())
 }
 
-struct DealRow {
-    id: DealId,
-    tenant_id: TenantId,
-    customer_id: UserId,
-    performer_id: UserId,
-    title: String,
-    description: String,
-    amount: Decimal,
-    currency: Currency,
-    status: DealStatus,
+struct LockedRow {
+    kind: String,
+    id: Option<i64>,
+    tenant_id: Option<TenantId>,
+    customer_id: Option<UserId>,
+    performer_id: Option<UserId>,
+    title: Option<String>,
+    description: Option<String>,
+    amount: Option<Decimal>,
+    currency: Option<Currency>,
+    status: Option<DealStatus>,
     deadline_at: Option<DateTime<Utc>>,
     funded_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    escrow: AccountId,
-}
-
-/// Locks, in id order, the deals the batch acts on and every waiting deal of the users whose balance
-/// may rise. Their disputes are read with the accounts, in a later statement, so they are as fresh
-/// as the locked rows. Each deal's escrow account is looked up by the deal's id: the plan is generic
-/// (made once per connection, whatever the tables held then), and with a join the planner could
-/// start from the escrow accounts and visit every one of them (a deal without one fails the batch).
-pub async fn lock_deals(db: &mut PgConnection, ids: &[i64], rising: &[i64]) -> sqlx::Result<Vec<Deal>> {
-    let rows = sqlx::query_as!(
-        DealRow,
-        r#"SELECT d.id AS "id: DealId", d.tenant_id AS "tenant_id: TenantId", d.customer_id AS "customer_id: UserId",
-                  d.performer_id AS "performer_id: UserId", d.title, d.description, d.amount,
-                  d.currency AS "currency: Currency", d.status AS "status: DealStatus", d.deadline_at, d.funded_at,
-                  d.created_at, d.updated_at,
-                  (SELECT e.id FROM accounts e WHERE e.kind = 'deal_escrow' AND e.deal_id = d.id) AS "escrow!"
-           FROM deals d
-           WHERE d.id = ANY(ARRAY(SELECT unnest($1::bigint[])
-                                  UNION SELECT w.id FROM deals w
-                                        WHERE w.waiting AND w.customer_id = ANY($2)))
-             AND (d.id = ANY($1) OR d.waiting)
-           ORDER BY d.id
-           FOR UPDATE"#,
-        ids,
-        rising,
-    )
-    .fetch_all(&mut *db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Deal {
-            dispute: None,
-            id: row.id,
-            tenant_id: row.tenant_id,
-            customer_id: row.customer_id,
-            performer_id: row.performer_id,
-            title: row.title,
-            description: row.description,
-            amount: row.amount,
-            currency: row.currency,
-            status: row.status,
-            deadline_at: row.deadline_at,
-            funded_at: row.funded_at,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            escrow: row.escrow,
-        })
-        .collect())
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+    escrow: Option<AccountId>,
+    user_id: Option<UserId>,
+    balance: Option<Decimal>,
+    held: Option<Decimal>,
 }
 
 fn split_keys(keys: &[(UserId, Currency)]) -> (Vec<i64>, Vec<&'static str>) {
@@ -230,83 +187,104 @@ pub struct AccountRow {
     pub held: Decimal,
 }
 
-struct AccountOrDispute {
-    account_id: Option<AccountId>,
-    user_id: Option<UserId>,
-    currency: Option<Currency>,
-    balance: Option<Decimal>,
-    held: Option<Decimal>,
-    deal_id: Option<DealId>,
-    opened_by: Option<UserId>,
-    title: Option<String>,
-    description: Option<String>,
-    opened_at: Option<DateTime<Utc>>,
-    resolution: Option<String>,
-    resolved_at: Option<DateTime<Utc>>,
+/// The rows a batch holds locked.
+#[derive(Debug, Default)]
+pub struct Locked {
+    /// In id order.
+    pub deals: Vec<Deal>,
+    pub accounts: Vec<AccountRow>,
 }
 
 fn missing(what: &str) -> sqlx::Error {
     sqlx::Error::Decode(format!("a {what} row without its columns").into())
 }
 
-/// Locks, in id order, the available accounts of `keys` and the escrow accounts of `deals`, and
-/// reads the disputes of `deals` (locked already).
-pub async fn lock_accounts(
+/// Locks, in one statement and in the global order, first the deals the batch acts on and every
+/// waiting deal of the users whose balance may rise (by id), then the available accounts of `keys`
+/// and the escrow accounts of those deals (by id): the accounts' scan starts from the deals' ids, so
+/// the deals are locked before any account whatever order Postgres runs the branches in. Each deal's
+/// escrow is looked up by the deal's id: the plan is generic (made once per connection, whatever the
+/// tables held then), and with a join the planner could start from the escrow accounts and visit
+/// every one of them (a deal without one fails the batch). The deals' disputes are read by
+/// [`prepare`], a later statement, so they are as fresh as the locked rows.
+pub async fn lock(
     db: &mut PgConnection,
+    deal_ids: &[i64],
+    rising: &[i64],
     keys: &[(UserId, Currency)],
-    deals: &[i64],
-) -> sqlx::Result<(Vec<AccountRow>, Vec<(DealId, DisputeView)>)> {
+) -> sqlx::Result<Locked> {
     let (users, currencies) = split_keys(keys);
     let rows = sqlx::query_as!(
-        AccountOrDispute,
-        r#"WITH locked AS (
+        LockedRow,
+        r#"WITH d AS MATERIALIZED (
+               SELECT d.id, d.tenant_id, d.customer_id, d.performer_id, d.title, d.description, d.amount,
+                      d.currency, d.status, d.deadline_at, d.funded_at, d.created_at, d.updated_at,
+                      (SELECT e.id FROM accounts e WHERE e.kind = 'deal_escrow' AND e.deal_id = d.id) AS escrow
+               FROM deals d
+               WHERE d.id = ANY(ARRAY(SELECT unnest($1::bigint[])
+                                      UNION SELECT w.id FROM deals w
+                                            WHERE w.waiting AND w.customer_id = ANY($2)))
+                 AND (d.id = ANY($1) OR d.waiting)
+               ORDER BY d.id
+               FOR UPDATE),
+           a AS MATERIALIZED (
                SELECT id, user_id, currency, balance, held FROM accounts
-               WHERE (kind = 'user_available' AND user_id = ANY($1) AND currency = ANY($2))
-                  OR (kind = 'deal_escrow' AND deal_id = ANY($3))
+               WHERE (kind = 'user_available' AND user_id = ANY($3) AND currency = ANY($4))
+                  OR (kind = 'deal_escrow' AND deal_id = ANY(ARRAY(SELECT id FROM d)))
                ORDER BY id
                FOR UPDATE)
-           SELECT id AS "account_id?", user_id AS "user_id?: UserId", currency AS "currency?: Currency",
-                  balance AS "balance?", held AS "held?", NULL::bigint AS "deal_id?: DealId",
-                  NULL::bigint AS "opened_by?: UserId",
-                  NULL::text AS "title?", NULL::text AS "description?", NULL::timestamptz AS "opened_at?",
-                  NULL::text AS "resolution?", NULL::timestamptz AS "resolved_at?"
-           FROM locked
+           SELECT 'deal' AS "kind!", id AS "id?", tenant_id AS "tenant_id?: TenantId",
+                  customer_id AS "customer_id?: UserId", performer_id AS "performer_id?: UserId",
+                  title AS "title?", description AS "description?", amount AS "amount?",
+                  currency AS "currency?: Currency", status AS "status?: DealStatus",
+                  deadline_at AS "deadline_at?", funded_at AS "funded_at?", created_at AS "created_at?",
+                  updated_at AS "updated_at?", escrow AS "escrow?", NULL::bigint AS "user_id?: UserId",
+                  NULL::numeric AS "balance?", NULL::numeric AS "held?"
+           FROM (SELECT * FROM d ORDER BY id) AS ordered
            UNION ALL
-           SELECT NULL, NULL, NULL, NULL, NULL, deal_id, opened_by, title, description, opened_at, resolution,
-                  resolved_at
-           FROM disputes WHERE deal_id = ANY($3)"#,
+           SELECT 'account', id, NULL, NULL, NULL, NULL, NULL, NULL, currency, NULL, NULL, NULL, NULL, NULL,
+                  NULL, user_id, balance, held
+           FROM a"#,
+        deal_ids,
+        rising,
         &users,
         &currencies as &[&str],
-        deals,
     )
     .fetch_all(db)
     .await?;
-    let mut accounts = Vec::new();
-    let mut disputes = Vec::new();
+    let mut locked = Locked::default();
     for row in rows {
-        match (row.account_id, row.deal_id) {
-            (Some(id), _) => accounts.push(AccountRow {
-                id,
+        match row.kind.as_str() {
+            "deal" => locked.deals.push(Deal {
+                dispute: None,
+                id: DealId::new(row.id.ok_or_else(|| missing("deal"))?)
+                    .map_err(|err| sqlx::Error::Decode(err.into()))?,
+                tenant_id: row.tenant_id.ok_or_else(|| missing("deal"))?,
+                customer_id: row.customer_id.ok_or_else(|| missing("deal"))?,
+                performer_id: row.performer_id.ok_or_else(|| missing("deal"))?,
+                title: row.title.ok_or_else(|| missing("deal"))?,
+                description: row.description.ok_or_else(|| missing("deal"))?,
+                amount: row.amount.ok_or_else(|| missing("deal"))?,
+                currency: row.currency.ok_or_else(|| missing("deal"))?,
+                status: row.status.ok_or_else(|| missing("deal"))?,
+                deadline_at: row.deadline_at,
+                funded_at: row.funded_at,
+                created_at: row.created_at.ok_or_else(|| missing("deal"))?,
+                updated_at: row.updated_at.ok_or_else(|| missing("deal"))?,
+                // A deal without its escrow account is a broken row: the batch fails, nothing moves.
+                escrow: row.escrow.ok_or_else(|| missing("deal escrow"))?,
+            }),
+            "account" => locked.accounts.push(AccountRow {
+                id: row.id.ok_or_else(|| missing("account"))?,
                 user_id: row.user_id,
                 currency: row.currency.ok_or_else(|| missing("account"))?,
                 balance: row.balance.ok_or_else(|| missing("account"))?,
                 held: row.held.ok_or_else(|| missing("account"))?,
             }),
-            (None, Some(deal)) => disputes.push((
-                deal,
-                DisputeView {
-                    opened_by: row.opened_by.ok_or_else(|| missing("dispute"))?,
-                    title: row.title.ok_or_else(|| missing("dispute"))?,
-                    description: row.description.ok_or_else(|| missing("dispute"))?,
-                    opened_at: row.opened_at.ok_or_else(|| missing("dispute"))?,
-                    resolution: row.resolution,
-                    resolved_at: row.resolved_at,
-                },
-            )),
-            (None, None) => return Err(missing("locked")),
+            other => return Err(sqlx::Error::Decode(format!("unknown locked row {other}").into())),
         }
     }
-    Ok((accounts, disputes))
+    Ok(locked)
 }
 
 /// Locks, in id order, the payments a batch observes or expires, and finds which of the observed
@@ -410,6 +388,8 @@ pub struct Prepared {
     /// Waiting deals of the users whose balance may rise, as of now (to check the locked set).
     pub waiting: Vec<i64>,
     pub externals: Vec<(External, Currency, AccountId)>,
+    /// The disputes of the deals locked.
+    pub disputes: Vec<(DealId, DisputeView)>,
 }
 
 struct PreparedRow {
@@ -422,6 +402,20 @@ struct PreparedRow {
     external_kinds: Vec<String>,
     external_currencies: Vec<String>,
     externals: Vec<i64>,
+    disputes: Option<sqlx::types::Json<Vec<DisputeRow>>>,
+}
+
+/// A dispute as `prepare` reads it (one JSON array for all of them: a single sub-plan to start,
+/// where seven arrays of columns cost as much as the rest of the statement).
+#[derive(serde::Deserialize)]
+struct DisputeRow {
+    deal_id: DealId,
+    opened_by: UserId,
+    title: String,
+    description: String,
+    opened_at: DateTime<Utc>,
+    resolution: Option<String>,
+    resolved_at: Option<DateTime<Utc>>,
 }
 
 /// How many ids of each kind a batch reserves.
@@ -434,9 +428,10 @@ pub struct Reserve {
 }
 
 /// The transaction's timestamp, fresh ids (deals; payments; an escrow account per deal, then the
-/// accounts the batch may open; transfers), the waiting deals of `rising`, and the existing external
-/// accounts of `externals` (through their own small index, which the `kind` condition selects) — in
-/// one statement. The ids come from the identity columns' sequences named as literals (resolved once,
+/// accounts the batch may open; transfers), the waiting deals of `rising`, the existing external
+/// accounts of `externals` (through their own small index, which the `kind` condition selects) and
+/// the disputes of the deals `locked` — in one statement, after the locks, so that what it reads is
+/// what the transactions that held those rows before this batch committed. The ids come from the identity columns' sequences named as literals (resolved once,
 /// when the statement is prepared; looking them up with `pg_get_serial_sequence` read the catalog for
 /// every id).
 pub async fn prepare(
@@ -444,6 +439,7 @@ pub async fn prepare(
     reserve: Reserve,
     rising: &[i64],
     externals: &[(External, Currency)],
+    locked: &[i64],
 ) -> sqlx::Result<Prepared> {
     let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     let (kinds, currencies): (Vec<&str>, Vec<&str>) = externals
@@ -464,7 +460,12 @@ pub async fn prepare(
                   ARRAY(SELECT id FROM deals WHERE waiting AND customer_id = ANY($4)) AS "waiting!",
                   ARRAY(SELECT kind FROM external ORDER BY id) AS "external_kinds!",
                   ARRAY(SELECT currency FROM external ORDER BY id) AS "external_currencies!",
-                  ARRAY(SELECT id FROM external ORDER BY id) AS "externals!""#,
+                  ARRAY(SELECT id FROM external ORDER BY id) AS "externals!",
+                  (SELECT json_agg(json_build_object(
+                              'deal_id', deal_id, 'opened_by', opened_by, 'title', title,
+                              'description', description, 'opened_at', opened_at,
+                              'resolution', resolution, 'resolved_at', resolved_at))
+                   FROM disputes WHERE deal_id = ANY($8)) AS "disputes?: sqlx::types::Json<Vec<DisputeRow>>""#,
         count(reserve.deals),
         count(reserve.deals + reserve.accounts),
         count(reserve.transfers),
@@ -472,6 +473,7 @@ pub async fn prepare(
         &kinds as &[&str],
         &currencies as &[&str],
         count(reserve.payments),
+        locked,
     )
     .fetch_one(db)
     .await?;
@@ -490,6 +492,25 @@ pub async fn prepare(
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown external account kind {kind}").into()))?;
         externals.push((external, currency(code)?, *id));
     }
+    let disputes = row
+        .disputes
+        .map(|json| json.0)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| {
+            (
+                d.deal_id,
+                DisputeView {
+                    opened_by: d.opened_by,
+                    title: d.title,
+                    description: d.description,
+                    opened_at: d.opened_at,
+                    resolution: d.resolution,
+                    resolved_at: d.resolved_at,
+                },
+            )
+        })
+        .collect();
     Ok(Prepared {
         now: row.now,
         deals: row.deals,
@@ -498,6 +519,7 @@ pub async fn prepare(
         transfers: row.transfers,
         waiting: row.waiting,
         externals,
+        disputes,
     })
 }
 
