@@ -202,6 +202,26 @@ async fn up_says_how_to_start_nats_when_it_is_unreachable() {
 }
 
 #[tokio::test]
+async fn the_benchmark_refuses_to_set_the_workers_of_a_system_it_did_not_start() {
+    let db = guarantor_testkit::TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = guarantor_config::ExposeSecret::expose_secret(&db.url()).to_owned();
+    let (ran, _, stderr) = support::output(support::command(&url, "nats://127.0.0.1:1", dir.path()).args([
+        "bench",
+        "--url",
+        "http://127.0.0.1:1",
+        "--ledger-workers",
+        "2",
+    ]))
+    .await;
+    assert!(!ran);
+    assert!(
+        stderr.contains("--ledger-workers sets the benchmark's own ledger"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 #[allow(clippy::float_arithmetic, reason = "a benchmark report's ratio, never money")]
 async fn the_benchmark_runs_its_own_system_and_reports_the_full_path_beside_its_baselines() {
     let db = guarantor_testkit::TestDb::new().await;
@@ -215,6 +235,8 @@ async fn the_benchmark_runs_its_own_system_and_reports_the_full_path_beside_its_
         "1,2",
         "--open-deals",
         "20",
+        "--ledger-workers",
+        "3",
         "--json",
     ]))
     .await;
@@ -241,6 +263,7 @@ async fn the_benchmark_runs_its_own_system_and_reports_the_full_path_beside_its_
     let expected = phases[0]["commands_per_sec"].as_f64().unwrap() / mean;
     assert!((ratio - expected).abs() < 1e-9, "{ratio} against {expected}");
     assert_eq!(report["open_deals"], 20);
+    assert_eq!(report["ledger_workers"], 3);
     let rss = report["rss_mb"].as_array().unwrap();
     assert_eq!(rss.len(), 4, "one reading per service: {rss:?}");
     // The scratch databases are gone afterwards.

@@ -55,7 +55,7 @@ impl Default for ConsumerSettings {
         Self {
             batch_max: 256,
             ack_wait: Duration::from_secs(30),
-            workers: 8,
+            workers: 2,
             max_attempts: 3,
         }
     }

@@ -212,7 +212,7 @@ impl Config {
             command_timeout_ms: env.positive("COMMAND_TIMEOUT_MS", 5_000)?,
             ledger_ack_wait_secs: env.positive("LEDGER_ACK_WAIT_SECS", 30)?,
             ledger_batch_max: env.positive("LEDGER_BATCH_MAX", 256)?,
-            ledger_workers: env.positive("LEDGER_WORKERS", 8)?,
+            ledger_workers: env.positive("LEDGER_WORKERS", 2)?,
             sentry_dsn: env.secret("SENTRY_DSN")?,
             log_format: env.parsed_or("LOG_FORMAT", "pretty")?,
             data_dir: env.plain("DATA_DIR").unwrap_or("./.guarantor").into(),

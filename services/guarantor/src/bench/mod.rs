@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// Open deals created before the services' memory is read (own system only)
     #[arg(long, default_value_t = 10_000)]
     open_deals: usize,
+    /// Workers of the benchmark's own ledger (own system only; default: GUARANTOR_LEDGER_WORKERS, 2)
+    #[arg(long)]
+    ledger_workers: Option<u64>,
     /// Print the report as JSON (to compare commits)
     #[arg(long)]
     json: bool,
@@ -54,6 +57,8 @@ struct Report {
     /// Commands per second of each phase over the mean of the two pgbench runs' transactions per second.
     ratios_to_pgbench: Vec<(usize, f64)>,
     open_deals: Option<usize>,
+    /// Workers of the benchmark's own ledger (none when it drives a running system).
+    ledger_workers: Option<u64>,
     /// Resident memory of each service, in MB, with the open deals in place.
     rss_mb: Vec<(String, f64)>,
 }
@@ -65,6 +70,10 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         .build()?;
     let (target, system) = match &args.url {
         Some(url) => {
+            anyhow::ensure!(
+                args.ledger_workers.is_none(),
+                "--ledger-workers sets the benchmark's own ledger; a running system keeps its own setting"
+            );
             let keys: serde_json::Value = serde_json::from_str(
                 &std::fs::read_to_string(&args.keys)
                     .with_context(|| format!("cannot read the API keys in {}", args.keys.display()))?,
@@ -86,7 +95,9 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         }
         None => {
             eprintln!("starting a system of the benchmark's own, on a scratch database...");
-            let system = own::System::start(&config).await?;
+            let workers = args.ledger_workers.unwrap_or(config.ledger_workers);
+            anyhow::ensure!(workers > 0, "--ledger-workers must be at least 1");
+            let system = own::System::start(&config, workers).await?;
             let target = system.target(http).await?;
             (target, Some(system))
         }
@@ -141,6 +152,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         jetstream,
         phases,
         open_deals,
+        ledger_workers: system.as_ref().map(|system| system.ledger_workers),
         rss_mb,
     };
     if args.json {
@@ -190,6 +202,9 @@ fn print(report: &Report) {
     );
     println!();
     println!("full path HTTP → JetStream → ledger → Postgres → reply (create, confirm, close; 10% disputes)");
+    if let Some(workers) = report.ledger_workers {
+        println!("  the benchmark's own system, {workers} ledger workers");
+    }
     println!(
         "  {:>7} {:>10} {:>11} {:>8} {:>10} {:>8} {:>12}  latency p50/p95/p99 ms by route",
         "clients", "commands/s", "lifecycles/s", "×pgbench", "errors", "gen CPU", "CPU/command"

@@ -25,6 +25,8 @@ pub struct System {
     database_url: String,
     nats_port: u16,
     http_port: u16,
+    /// Workers of the ledger process (`GUARANTOR_LEDGER_WORKERS`, the one setting passed on).
+    pub ledger_workers: u64,
     nats: Child,
     services: Vec<(&'static str, Child)>,
     dir: tempfile::TempDir,
@@ -106,7 +108,7 @@ pub async fn scratch_nats(dir: &std::path::Path) -> anyhow::Result<(Child, u16)>
 }
 
 impl System {
-    pub async fn start(config: &Config) -> anyhow::Result<Self> {
+    pub async fn start(config: &Config, ledger_workers: u64) -> anyhow::Result<Self> {
         let ScratchDb {
             admin,
             name: database,
@@ -120,6 +122,7 @@ impl System {
             database_url,
             nats_port,
             http_port: free_port()?,
+            ledger_workers,
             nats,
             services: Vec::new(),
             dir,
@@ -142,6 +145,7 @@ impl System {
                 .env("GUARANTOR_NATS_URL", format!("nats://127.0.0.1:{nats_port}"))
                 .env("GUARANTOR_HTTP_ADDR", format!("127.0.0.1:{}", system.http_port))
                 .env("GUARANTOR_LOG_FORMAT", "json")
+                .env("GUARANTOR_LEDGER_WORKERS", ledger_workers.to_string())
                 .env("GUARANTOR_HD_SEED", &seed)
                 .env("GUARANTOR_TRON_FEE_WALLET_KEY", fee_wallet.to_hex())
                 .env("GUARANTOR_TRON_MAIN_WALLET", main_wallet.to_base58())
