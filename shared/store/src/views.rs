@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use guarantor_domain::{format_wire, Currency, DealId, DealStatus, PaymentId, PaymentStatus, TenantId, UserId};
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -18,7 +18,8 @@ pub struct UserView {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+/// Also read back from the JSON Postgres builds of a row (the ledger's batch reads disputes so).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DisputeView {
     #[schema(value_type = i64)]
     pub opened_by: UserId,

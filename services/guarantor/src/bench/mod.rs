@@ -40,7 +40,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10_000)]
     open_deals: usize,
     /// Workers of the benchmark's own ledger (own system only; default: GUARANTOR_LEDGER_WORKERS, 2)
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     ledger_workers: Option<u64>,
     /// Print the report as JSON (to compare commits)
     #[arg(long)]
@@ -96,7 +96,6 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         None => {
             eprintln!("starting a system of the benchmark's own, on a scratch database...");
             let workers = args.ledger_workers.unwrap_or(config.ledger_workers);
-            anyhow::ensure!(workers > 0, "--ledger-workers must be at least 1");
             let system = own::System::start(&config, workers).await?;
             let target = system.target(http).await?;
             (target, Some(system))

@@ -402,20 +402,9 @@ struct PreparedRow {
     external_kinds: Vec<String>,
     external_currencies: Vec<String>,
     externals: Vec<i64>,
-    disputes: Option<sqlx::types::Json<Vec<DisputeRow>>>,
-}
-
-/// A dispute as `prepare` reads it (one JSON array for all of them: a single sub-plan to start,
-/// where seven arrays of columns cost as much as the rest of the statement).
-#[derive(serde::Deserialize)]
-struct DisputeRow {
-    deal_id: DealId,
-    opened_by: UserId,
-    title: String,
-    description: String,
-    opened_at: DateTime<Utc>,
-    resolution: Option<String>,
-    resolved_at: Option<DateTime<Utc>>,
+    /// `[deal id, dispute]` pairs as one JSON array: a single sub-plan to start, where seven arrays of
+    /// columns cost as much as the rest of the statement.
+    disputes: Option<sqlx::types::Json<Vec<(DealId, DisputeView)>>>,
 }
 
 /// How many ids of each kind a batch reserves.
@@ -430,10 +419,10 @@ pub struct Reserve {
 /// The transaction's timestamp, fresh ids (deals; payments; an escrow account per deal, then the
 /// accounts the batch may open; transfers), the waiting deals of `rising`, the existing external
 /// accounts of `externals` (through their own small index, which the `kind` condition selects) and
-/// the disputes of the deals `locked` — in one statement, after the locks, so that what it reads is
-/// what the transactions that held those rows before this batch committed. The ids come from the identity columns' sequences named as literals (resolved once,
-/// when the statement is prepared; looking them up with `pg_get_serial_sequence` read the catalog for
-/// every id).
+/// the disputes of the deals `locked` — in one statement, after the locks, so that it reads what the
+/// transactions that held those rows before this batch committed. The ids come from the identity
+/// columns' sequences named as literals (resolved once, when the statement is prepared; looking them
+/// up with `pg_get_serial_sequence` read the catalog for every id).
 pub async fn prepare(
     db: &mut PgConnection,
     reserve: Reserve,
@@ -461,11 +450,11 @@ pub async fn prepare(
                   ARRAY(SELECT kind FROM external ORDER BY id) AS "external_kinds!",
                   ARRAY(SELECT currency FROM external ORDER BY id) AS "external_currencies!",
                   ARRAY(SELECT id FROM external ORDER BY id) AS "externals!",
-                  (SELECT json_agg(json_build_object(
-                              'deal_id', deal_id, 'opened_by', opened_by, 'title', title,
-                              'description', description, 'opened_at', opened_at,
-                              'resolution', resolution, 'resolved_at', resolved_at))
-                   FROM disputes WHERE deal_id = ANY($8)) AS "disputes?: sqlx::types::Json<Vec<DisputeRow>>""#,
+                  (SELECT json_agg(json_build_array(deal_id, json_build_object(
+                              'opened_by', opened_by, 'title', title, 'description', description,
+                              'opened_at', opened_at, 'resolution', resolution, 'resolved_at', resolved_at)))
+                   FROM disputes WHERE deal_id = ANY($8))
+                      AS "disputes?: sqlx::types::Json<Vec<(DealId, DisputeView)>>""#,
         count(reserve.deals),
         count(reserve.deals + reserve.accounts),
         count(reserve.transfers),
@@ -492,25 +481,6 @@ pub async fn prepare(
             .ok_or_else(|| sqlx::Error::Decode(format!("unknown external account kind {kind}").into()))?;
         externals.push((external, currency(code)?, *id));
     }
-    let disputes = row
-        .disputes
-        .map(|json| json.0)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| {
-            (
-                d.deal_id,
-                DisputeView {
-                    opened_by: d.opened_by,
-                    title: d.title,
-                    description: d.description,
-                    opened_at: d.opened_at,
-                    resolution: d.resolution,
-                    resolved_at: d.resolved_at,
-                },
-            )
-        })
-        .collect();
     Ok(Prepared {
         now: row.now,
         deals: row.deals,
@@ -519,7 +489,7 @@ pub async fn prepare(
         transfers: row.transfers,
         waiting: row.waiting,
         externals,
-        disputes,
+        disputes: row.disputes.map(|json| json.0).unwrap_or_default(),
     })
 }
 
